@@ -1,0 +1,1 @@
+//! Benchmarks for the jobserver workspace (see `benches/`).
