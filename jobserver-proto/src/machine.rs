@@ -1,0 +1,689 @@
+//! The token state machine of one jobserver client process.
+//!
+//! See [`Machine`] for the contract and the order in which an adapter calls it.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::ErrorKind;
+
+/// Marks an unused link in the waiter list.
+const NIL: u32 = u32::MAX;
+
+/// The byte a server preloads and the byte written for a token of unknown origin.
+///
+/// The machine itself never invents bytes: it only ever writes back bytes it read.
+pub const DEFAULT_TOKEN_BYTE: u8 = b'+';
+
+/// Identifies one pending request in a [`Machine`].
+///
+/// Ids are small and dense: [`WaiterId::index`] is a good key for a side table (an adapter
+/// keeps its wakers there). A stale id (one whose request was already settled) is recognised
+/// by its generation and ignored by every method that takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WaiterId {
+    slot: u32,
+    generation: u32,
+}
+
+impl WaiterId {
+    /// A dense index, below the number of requests that were ever pending at once.
+    pub fn index(self) -> usize {
+        self.slot as usize
+    }
+}
+
+/// Permission to run `units` jobs, handed out by [`Machine::take_outcome`].
+///
+/// A permit is not a byte: the bytes stay inside the machine, which keeps exactly as many as
+/// the process needs beyond its implicit slot. A permit must be handed back with
+/// [`Machine::release`] (to the machine that issued it); forgetting it keeps its tokens out
+/// of the pool for the life of the process.
+#[must_use = "a permit that is not released keeps its tokens out of the pool"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Permit {
+    units: usize,
+}
+
+impl Permit {
+    /// How many jobs this permit allows.
+    pub fn units(&self) -> usize {
+        self.units
+    }
+
+    /// Splits `units` off into a new permit, or gives `None` if this permit has fewer.
+    pub fn split(&mut self, units: usize) -> Option<Permit> {
+        if units > self.units {
+            return None;
+        }
+        self.units -= units;
+        Some(Permit { units })
+    }
+
+    /// Joins another permit into this one.
+    pub fn merge(&mut self, other: Permit) {
+        self.units += other.units;
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// Reading the jobserver returned end-of-file: the server is gone.
+    Eof,
+    /// Reading the jobserver failed with this error.
+    ReadError(ErrorKind),
+    /// The process has no jobserver (only its implicit slot) and the request needs more than
+    /// one token, so it could never be met.
+    NoPipe,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Eof => f.write_str(
+                "the jobserver pipe reached end-of-file: the make (or other server) that owns it has exited",
+            ),
+            Failure::ReadError(kind) => write!(f, "reading a token from the jobserver failed: {kind}"),
+            Failure::NoPipe => f.write_str(
+                "more than one token was requested, but this process has no jobserver and only its implicit slot",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What happened to a request, as told by [`Machine::take_outcome`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Outcome {
+    /// Still queued: wait for a [`Action::Grant`] or [`Action::Fail`] naming it.
+    Pending,
+    /// Granted; the request is settled and its id is no longer valid.
+    Granted(Permit),
+    /// Failed; the request is settled and its id is no longer valid.
+    Failed(Failure),
+    /// The id does not name a live request (already settled or cancelled).
+    Unknown,
+}
+
+/// What to do with explicit tokens that a holder gives back while other local requests wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReleasePolicy {
+    /// Write the byte back to the pipe at once, even when local requests wait (the default).
+    ///
+    /// Other processes that share the pool may have waited longer than our own requests, and
+    /// they can only see a token that is in the pipe. Local requests then compete for it by
+    /// reading, which costs a write and a read per hand-over.
+    #[default]
+    ReturnToPipe,
+    /// Give the byte straight to the oldest local request when there is one.
+    ///
+    /// Cheaper (no system call) and lower latency inside one process, but while this process
+    /// keeps finding work it can keep tokens from processes that wait on the pipe. The
+    /// implicit slot and tokens nobody waits for are handled the same as with
+    /// [`ReleasePolicy::ReturnToPipe`].
+    HandOff,
+}
+
+/// An instruction from the machine that the adapter must carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Action {
+    /// Try one non-blocking read of at most `max` bytes from the jobserver, then report the
+    /// result with exactly one of [`Machine::handle_read`], [`Machine::handle_would_block`],
+    /// [`Machine::handle_eof`] or [`Machine::handle_read_error`].
+    ///
+    /// `max` never exceeds the tokens that waiting requests still lack, so the process never
+    /// takes tokens from the pool that nobody asked for.
+    Read {
+        /// The most bytes to read.
+        max: usize,
+    },
+    /// Write this byte to the jobserver. It is a byte this machine read earlier, unchanged.
+    /// If the write fails, report it with [`Machine::handle_write_error`].
+    Write(u8),
+    /// This request was granted: wake whoever waits for it, who will collect a permit with
+    /// [`Machine::take_outcome`].
+    Grant(WaiterId),
+    /// This request failed: wake whoever waits for it, who will collect the failure with
+    /// [`Machine::take_outcome`].
+    Fail(WaiterId, Failure),
+}
+
+/// Counters and gauges, for tests, diagnostics and shutdown reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Bytes read from the jobserver so far.
+    pub bytes_read: u64,
+    /// Bytes handed out in [`Action::Write`] so far.
+    pub bytes_written: u64,
+    /// Writes reported failed by [`Machine::handle_write_error`]: tokens lost to the pool.
+    pub write_failures: u64,
+    /// Explicit token bytes the process holds now.
+    pub bytes_held: usize,
+    /// Units held by permits, including granted permits not yet collected.
+    pub running: usize,
+    /// Units promised to requests that still wait for the rest of their demand.
+    pub reserved: usize,
+    /// Requests waiting.
+    pub waiting: usize,
+    /// Units that waiting requests still lack.
+    pub unmet: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    /// No read outstanding and no readiness wait armed.
+    Idle,
+    /// An [`Action::Read`] was handed out and its result is not in yet.
+    InFlight,
+    /// The last read would block; the adapter waits for readiness.
+    Armed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pipe {
+    /// Tokens beyond the implicit slot come from the pipe.
+    Open,
+    /// The pipe failed; only the implicit slot and bytes already held can be granted.
+    Closed(Failure),
+    /// There is no pipe: only the implicit slot.
+    Absent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Free,
+    Queued,
+    Granted,
+    Failed(Failure),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    generation: u32,
+    state: State,
+    want: usize,
+    got: usize,
+    prev: u32,
+    /// Next in the queue while queued; next free entry while free.
+    next: u32,
+}
+
+/// The token state machine for one process: the implicit slot, the explicit token bytes held,
+/// and a FIFO queue of requests.
+///
+/// It performs no I/O. The adapter feeds it commands and events and carries out the
+/// [`Action`]s it hands back.
+///
+/// # Calling order
+///
+/// 1. **Commands** from the application: [`acquire`](Self::acquire),
+///    [`cancel`](Self::cancel), [`take_outcome`](Self::take_outcome),
+///    [`take_partial`](Self::take_partial), [`release`](Self::release).
+/// 2. **Events** from the jobserver, each only in answer to an action:
+///    [`handle_read`](Self::handle_read), [`handle_would_block`](Self::handle_would_block),
+///    [`handle_readable`](Self::handle_readable), [`handle_eof`](Self::handle_eof),
+///    [`handle_read_error`](Self::handle_read_error),
+///    [`handle_write_error`](Self::handle_write_error).
+/// 3. **Output**: after every command or event, call [`poll_action`](Self::poll_action) until
+///    it returns `None` and carry out each action before the next command or event (the
+///    single-mutation rule). Carrying out an action may produce an event; feed it, then keep
+///    draining.
+/// 4. **Getters** (`&self`): [`stats`](Self::stats), [`is_closed`](Self::is_closed),
+///    [`failure`](Self::failure), [`policy`](Self::policy).
+///
+/// # Invariants
+///
+/// After every drained step:
+/// - the process holds exactly `max(units in use - 1, 0)` explicit bytes, where units in use
+///   are those of live permits plus those promised to queued requests: the first unit is the
+///   implicit slot, every further unit is backed by one byte. So the implicit slot is never
+///   written to the pipe, and a process never sits on a pool token that its implicit slot
+///   could cover;
+/// - every byte written is a byte that was read, unchanged, and each byte read is written at
+///   most once: bytes read = bytes written + bytes held;
+/// - requests are granted (or failed) strictly in the order they were made;
+/// - a read asks for at most the units that queued requests still lack;
+/// - a request is only ever woken by [`Action::Grant`] or [`Action::Fail`].
+#[derive(Debug, Clone)]
+pub struct Machine {
+    entries: Vec<Entry>,
+    free_head: u32,
+    head: u32,
+    tail: u32,
+    waiting: usize,
+    unmet: usize,
+    reserved: usize,
+    running: usize,
+    bytes: Vec<u8>,
+    actions: VecDeque<Action>,
+    read: ReadState,
+    pipe: Pipe,
+    policy: ReleasePolicy,
+    bytes_read: u64,
+    bytes_written: u64,
+    write_failures: u64,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine::new()
+    }
+}
+
+impl Machine {
+    /// A machine for a process with a jobserver pipe and its implicit slot, with
+    /// [`ReleasePolicy::ReturnToPipe`].
+    pub fn new() -> Self {
+        Machine::with_pipe(Pipe::Open)
+    }
+
+    /// A machine for a process without a jobserver: only the implicit slot, so it behaves as a
+    /// semaphore with one permit and never asks for I/O. Requests for more than one unit fail
+    /// with [`Failure::NoPipe`].
+    pub fn implicit_only() -> Self {
+        Machine::with_pipe(Pipe::Absent)
+    }
+
+    fn with_pipe(pipe: Pipe) -> Self {
+        Machine {
+            entries: Vec::new(),
+            free_head: NIL,
+            head: NIL,
+            tail: NIL,
+            waiting: 0,
+            unmet: 0,
+            reserved: 0,
+            running: 0,
+            bytes: Vec::new(),
+            actions: VecDeque::new(),
+            read: ReadState::Idle,
+            pipe,
+            policy: ReleasePolicy::default(),
+            bytes_read: 0,
+            bytes_written: 0,
+            write_failures: 0,
+        }
+    }
+
+    /// Sets the release policy (builder style).
+    pub fn with_policy(mut self, policy: ReleasePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    // ----- getters -----
+
+    /// The release policy in force.
+    pub fn policy(&self) -> ReleasePolicy {
+        self.policy
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            bytes_read: self.bytes_read,
+            bytes_written: self.bytes_written,
+            write_failures: self.write_failures,
+            bytes_held: self.bytes.len(),
+            running: self.running,
+            reserved: self.reserved,
+            waiting: self.waiting,
+            unmet: self.unmet,
+        }
+    }
+
+    /// True once the pipe failed (end-of-file or a read error); see [`Machine::failure`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self.pipe, Pipe::Closed(_))
+    }
+
+    /// Why the pipe is closed, if it is.
+    pub fn failure(&self) -> Option<Failure> {
+        match self.pipe {
+            Pipe::Closed(failure) => Some(failure),
+            _ => None,
+        }
+    }
+
+    /// True if this machine has a jobserver pipe (open or failed), false for
+    /// [`Machine::implicit_only`].
+    pub fn has_pipe(&self) -> bool {
+        !matches!(self.pipe, Pipe::Absent)
+    }
+
+    // ----- commands -----
+
+    /// Queues a request for `units` tokens, all or nothing.
+    ///
+    /// The request is granted in FIFO order. Units promised to it while it waits for the rest
+    /// stay promised until it is granted, cancelled or fails. A request for zero units is
+    /// granted when its turn comes.
+    pub fn acquire(&mut self, units: usize) -> WaiterId {
+        let id = self.alloc(units);
+        if units > 1 && self.pipe == Pipe::Absent {
+            self.set_failed(id.slot, Failure::NoPipe);
+        } else {
+            self.link_tail(id.slot);
+            self.waiting += 1;
+            self.unmet += units;
+        }
+        self.settle(false);
+        id
+    }
+
+    /// Withdraws a request. Units promised or granted to it but not yet collected go back as if
+    /// released (see [`ReleasePolicy`]): to the next request or to the pipe. Stale ids are
+    /// ignored.
+    pub fn cancel(&mut self, id: WaiterId) {
+        let Some(slot) = self.live(id) else { return };
+        match self.entries[slot as usize].state {
+            State::Queued => {
+                let entry = &self.entries[slot as usize];
+                let (want, got) = (entry.want, entry.got);
+                self.unlink(slot);
+                self.waiting -= 1;
+                self.unmet -= want - got;
+                self.reserved -= got;
+                self.free(slot);
+                self.settle(true);
+            }
+            State::Granted => {
+                let units = self.entries[slot as usize].want;
+                self.free(slot);
+                self.running -= units;
+                self.settle(true);
+            }
+            State::Failed(_) => self.free(slot),
+            State::Free => {}
+        }
+    }
+
+    /// Collects the result of a request: a permit once it is granted, the failure once it
+    /// failed. Either settles the request and retires its id.
+    pub fn take_outcome(&mut self, id: WaiterId) -> Outcome {
+        let Some(slot) = self.live(id) else {
+            return Outcome::Unknown;
+        };
+        match self.entries[slot as usize].state {
+            State::Queued => Outcome::Pending,
+            State::Granted => {
+                let units = self.entries[slot as usize].want;
+                self.free(slot);
+                Outcome::Granted(Permit { units })
+            }
+            State::Failed(failure) => {
+                self.free(slot);
+                Outcome::Failed(failure)
+            }
+            State::Free => Outcome::Unknown,
+        }
+    }
+
+    /// Settles a request with whatever it has been promised so far, which may be fewer units
+    /// than it asked for (even zero). Used for "take as many as are free now".
+    pub fn take_partial(&mut self, id: WaiterId) -> Outcome {
+        let Some(slot) = self.live(id) else {
+            return Outcome::Unknown;
+        };
+        if self.entries[slot as usize].state != State::Queued {
+            return self.take_outcome(id);
+        }
+        let entry = &self.entries[slot as usize];
+        let (want, got) = (entry.want, entry.got);
+        self.unlink(slot);
+        self.waiting -= 1;
+        self.unmet -= want - got;
+        self.reserved -= got;
+        self.running += got;
+        self.free(slot);
+        self.settle(false);
+        Outcome::Granted(Permit { units: got })
+    }
+
+    /// Gives a permit's units back. Bytes beyond what the remaining units need go to the pipe
+    /// (or, with [`ReleasePolicy::HandOff`], to waiting requests first); a freed implicit slot
+    /// goes to the oldest waiting request.
+    pub fn release(&mut self, permit: Permit) {
+        self.running = self.running.saturating_sub(permit.units);
+        self.settle(true);
+    }
+
+    // ----- events -----
+
+    /// Bytes were read from the jobserver in answer to [`Action::Read`]. Each is a token; they
+    /// are granted to waiting requests and any the process does not need are written back.
+    /// An empty slice is the same as [`Machine::handle_eof`].
+    pub fn handle_read(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            self.handle_eof();
+            return;
+        }
+        if self.read == ReadState::InFlight {
+            self.read = ReadState::Idle;
+        }
+        self.bytes_read += bytes.len() as u64;
+        self.bytes.extend_from_slice(bytes);
+        self.settle(false);
+    }
+
+    /// The read would block. The adapter now waits for the jobserver to become readable and
+    /// then calls [`Machine::handle_readable`].
+    pub fn handle_would_block(&mut self) {
+        if self.read == ReadState::InFlight {
+            self.read = ReadState::Armed;
+        }
+    }
+
+    /// The jobserver became readable (or the adapter's wait ended for another reason). A new
+    /// read is asked for if requests still wait.
+    pub fn handle_readable(&mut self) {
+        if self.read == ReadState::Armed {
+            self.read = ReadState::Idle;
+        }
+        self.settle(false);
+    }
+
+    /// The read returned end-of-file: the server is gone. Waiting requests that cannot be met
+    /// from the implicit slot and the bytes held fail with [`Failure::Eof`], and so will later
+    /// ones.
+    pub fn handle_eof(&mut self) {
+        self.close(Failure::Eof);
+    }
+
+    /// The read failed with an error other than would-block or interrupted. Treated like
+    /// end-of-file, with [`Failure::ReadError`].
+    pub fn handle_read_error(&mut self, kind: ErrorKind) {
+        self.close(Failure::ReadError(kind));
+    }
+
+    /// The byte of an [`Action::Write`] could not be written: that token is lost to the pool.
+    /// It is counted in [`Stats::write_failures`]; nothing is retried.
+    pub fn handle_write_error(&mut self, byte: u8) {
+        let _ = byte;
+        self.write_failures += 1;
+    }
+
+    // ----- output -----
+
+    /// The next action to carry out, if any. Drain until `None` after every input.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ----- internals -----
+
+    fn close(&mut self, failure: Failure) {
+        self.read = ReadState::Idle;
+        if self.pipe == Pipe::Open {
+            self.pipe = Pipe::Closed(failure);
+        }
+        self.settle(false);
+    }
+
+    /// Brings the machine back to its invariants after any change.
+    ///
+    /// `released` is true when units were given back by a holder: under
+    /// [`ReleasePolicy::ReturnToPipe`] surplus bytes go to the pipe before waiting requests
+    /// can see them.
+    fn settle(&mut self, released: bool) {
+        if released && self.policy == ReleasePolicy::ReturnToPipe {
+            self.return_surplus();
+        }
+        self.grant_from_head();
+        self.return_surplus();
+        if self.pipe == Pipe::Open && self.read == ReadState::Idle && self.unmet > 0 {
+            self.read = ReadState::InFlight;
+            self.actions.push_back(Action::Read { max: self.unmet });
+        }
+    }
+
+    /// Units available without reading: the implicit slot if nothing uses it, plus held bytes
+    /// that back no unit.
+    fn available(&self) -> usize {
+        let in_use = self.running + self.reserved;
+        let implicit = usize::from(in_use == 0);
+        implicit + self.bytes.len() - in_use.saturating_sub(1)
+    }
+
+    fn grant_from_head(&mut self) {
+        while self.head != NIL {
+            let slot = self.head;
+            let entry = &self.entries[slot as usize];
+            let need = entry.want - entry.got;
+            let available = self.available();
+            let give = need.min(available);
+            if give < need && self.pipe != Pipe::Open {
+                // Nothing more will ever come from the pipe for this request.
+                let wait_for_implicit = self.pipe == Pipe::Absent;
+                if wait_for_implicit {
+                    break;
+                }
+                let failure = self.failure().unwrap_or(Failure::Eof);
+                let got = entry.got;
+                self.unlink(slot);
+                self.waiting -= 1;
+                self.unmet -= need;
+                self.reserved -= got;
+                self.set_failed(slot, failure);
+                continue;
+            }
+            self.entries[slot as usize].got += give;
+            self.reserved += give;
+            self.unmet -= give;
+            if give < need {
+                break;
+            }
+            let want = self.entries[slot as usize].want;
+            self.unlink(slot);
+            self.waiting -= 1;
+            self.reserved -= want;
+            self.running += want;
+            self.entries[slot as usize].state = State::Granted;
+            let generation = self.entries[slot as usize].generation;
+            self.actions
+                .push_back(Action::Grant(WaiterId { slot, generation }));
+        }
+    }
+
+    fn return_surplus(&mut self) {
+        let keep = (self.running + self.reserved).saturating_sub(1);
+        while self.bytes.len() > keep {
+            let byte = self.bytes.pop().unwrap_or(DEFAULT_TOKEN_BYTE);
+            self.bytes_written += 1;
+            self.actions.push_back(Action::Write(byte));
+        }
+    }
+
+    fn set_failed(&mut self, slot: u32, failure: Failure) {
+        let entry = &mut self.entries[slot as usize];
+        entry.state = State::Failed(failure);
+        let id = WaiterId {
+            slot,
+            generation: entry.generation,
+        };
+        self.actions.push_back(Action::Fail(id, failure));
+    }
+
+    fn live(&self, id: WaiterId) -> Option<u32> {
+        let entry = self.entries.get(id.slot as usize)?;
+        (entry.generation == id.generation && entry.state != State::Free).then_some(id.slot)
+    }
+
+    fn alloc(&mut self, want: usize) -> WaiterId {
+        let slot = if self.free_head != NIL {
+            let slot = self.free_head;
+            self.free_head = self.entries[slot as usize].next;
+            slot
+        } else {
+            let slot = u32::try_from(self.entries.len())
+                .ok()
+                .filter(|&s| s != NIL)
+                .expect("more than u32::MAX - 1 requests pending at once");
+            self.entries.push(Entry {
+                generation: 0,
+                state: State::Free,
+                want: 0,
+                got: 0,
+                prev: NIL,
+                next: NIL,
+            });
+            slot
+        };
+        let entry = &mut self.entries[slot as usize];
+        entry.state = State::Queued;
+        entry.want = want;
+        entry.got = 0;
+        entry.prev = NIL;
+        entry.next = NIL;
+        WaiterId {
+            slot,
+            generation: entry.generation,
+        }
+    }
+
+    fn free(&mut self, slot: u32) {
+        let entry = &mut self.entries[slot as usize];
+        entry.state = State::Free;
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.want = 0;
+        entry.got = 0;
+        entry.prev = NIL;
+        entry.next = self.free_head;
+        self.free_head = slot;
+    }
+
+    fn link_tail(&mut self, slot: u32) {
+        self.entries[slot as usize].prev = self.tail;
+        self.entries[slot as usize].next = NIL;
+        if self.tail == NIL {
+            self.head = slot;
+        } else {
+            self.entries[self.tail as usize].next = slot;
+        }
+        self.tail = slot;
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let (prev, next) = {
+            let entry = &self.entries[slot as usize];
+            (entry.prev, entry.next)
+        };
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.entries[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.entries[next as usize].prev = prev;
+        }
+        self.entries[slot as usize].prev = NIL;
+        self.entries[slot as usize].next = NIL;
+    }
+}

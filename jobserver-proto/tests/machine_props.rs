@@ -1,0 +1,367 @@
+//! Property tests of the token state machine: random sequences of commands and events, with
+//! the invariants of `Machine` checked after every step.
+
+use std::collections::VecDeque;
+
+use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, ReleasePolicy, WaiterId};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire(usize),
+    Cancel(usize),
+    Collect(usize),
+    TakePartial(usize),
+    Release(usize),
+    /// Deliver up to this many bytes from the simulated pipe for an outstanding read.
+    Deliver(usize),
+    /// Another process writes a token into the pipe.
+    Inject(u8),
+    /// Another process takes a token from the pipe.
+    Steal,
+    Readable,
+    Eof,
+    ReadError,
+    WriteError,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..4).prop_map(Op::Acquire),
+        2 => any::<usize>().prop_map(Op::Cancel),
+        3 => any::<usize>().prop_map(Op::Collect),
+        1 => any::<usize>().prop_map(Op::TakePartial),
+        3 => any::<usize>().prop_map(Op::Release),
+        4 => (0usize..4).prop_map(Op::Deliver),
+        2 => any::<u8>().prop_map(Op::Inject),
+        1 => Just(Op::Steal),
+        2 => Just(Op::Readable),
+        1 => Just(Op::Eof),
+        1 => Just(Op::ReadError),
+        1 => Just(Op::WriteError),
+    ]
+}
+
+/// Plays the adapter: a pipe, the requests made, and everything the machine did.
+struct Harness {
+    machine: Machine,
+    pipe: VecDeque<u8>,
+    /// Requests in the order they were made that have not been granted, failed or withdrawn.
+    queue: VecDeque<(WaiterId, usize)>,
+    /// Requests woken and not yet collected, with the units they asked for.
+    woken: Vec<(WaiterId, usize, Option<Failure>)>,
+    permits: Vec<Permit>,
+    read_outstanding: Option<usize>,
+    /// The harness waits for readiness (the last read would block).
+    armed: bool,
+    read_log: Vec<u8>,
+    write_log: Vec<u8>,
+    /// The last write is failed on the next WriteError op.
+    failed_writes: Vec<u8>,
+    has_pipe: bool,
+}
+
+impl Harness {
+    fn new(machine: Machine, tokens: &[u8]) -> Self {
+        let has_pipe = machine.has_pipe();
+        Harness {
+            machine,
+            pipe: tokens.iter().copied().collect(),
+            queue: VecDeque::new(),
+            woken: Vec::new(),
+            permits: Vec::new(),
+            read_outstanding: None,
+            armed: false,
+            read_log: Vec::new(),
+            write_log: Vec::new(),
+            failed_writes: Vec::new(),
+            has_pipe,
+        }
+    }
+
+    fn units_held(&self) -> usize {
+        self.permits.iter().map(Permit::units).sum()
+    }
+
+    /// Drains the machine's actions and checks each against the model.
+    fn drain(&mut self) {
+        while let Some(action) = self.machine.poll_action() {
+            let stats = self.machine.stats();
+            match action {
+                Action::Read { max } => {
+                    assert!(self.has_pipe, "a machine without a pipe asked for a read");
+                    assert!(self.read_outstanding.is_none(), "two reads outstanding");
+                    assert!(max >= 1);
+                    assert!(
+                        max <= stats.unmet,
+                        "read of {max} exceeds unmet demand {}",
+                        stats.unmet
+                    );
+                    self.read_outstanding = Some(max);
+                }
+                Action::Write(byte) => {
+                    self.write_log.push(byte);
+                    self.pipe.push_back(byte);
+                }
+                Action::Grant(id) => {
+                    let (head, units) = self.queue.pop_front().expect("grant with nobody waiting");
+                    assert_eq!(id, head, "grant out of FIFO order");
+                    self.woken.push((id, units, None));
+                }
+                Action::Fail(id, failure) => {
+                    // A failed request is either the head, or failed at once when made.
+                    let pos = self
+                        .queue
+                        .iter()
+                        .position(|&(w, _)| w == id)
+                        .expect("fail of unknown request");
+                    assert!(
+                        pos == 0 || !self.has_pipe || failure == Failure::NoPipe,
+                        "fail out of FIFO order"
+                    );
+                    let (_, units) = self.queue.remove(pos).unwrap();
+                    self.woken.push((id, units, Some(failure)));
+                }
+            }
+        }
+        self.check();
+    }
+
+    fn check(&self) {
+        let stats = self.machine.stats();
+        // Bytes read = bytes written + bytes held.
+        assert_eq!(stats.bytes_read, self.read_log.len() as u64);
+        assert_eq!(stats.bytes_written, self.write_log.len() as u64);
+        assert_eq!(
+            stats.bytes_read,
+            stats.bytes_written + stats.bytes_held as u64
+        );
+        // Exactly one byte backs each unit in use beyond the implicit slot.
+        assert_eq!(
+            stats.bytes_held,
+            (stats.running + stats.reserved).saturating_sub(1)
+        );
+        // Units: permits held by the harness plus granted-but-uncollected.
+        let uncollected: usize = self
+            .woken
+            .iter()
+            .filter(|w| w.2.is_none())
+            .map(|w| w.1)
+            .sum();
+        assert_eq!(stats.running, self.units_held() + uncollected);
+        assert_eq!(stats.waiting, self.queue.len());
+        let wanted: usize = self.queue.iter().map(|&(_, u)| u).sum();
+        assert_eq!(stats.unmet + stats.reserved, wanted);
+        // Every byte written was read, unchanged: the written multiset is within the read one.
+        let mut read = self.read_log.clone();
+        read.sort_unstable();
+        let mut written = self.write_log.clone();
+        written.sort_unstable();
+        let mut r = read.iter().peekable();
+        for w in &written {
+            while r.peek().is_some_and(|&&b| b < *w) {
+                r.next();
+            }
+            assert_eq!(r.next(), Some(w), "byte {w} written more often than read");
+        }
+        // No lost wake-up: while demand is unmet on an open pipe, either a read is outstanding
+        // or the adapter waits for readiness (and will call handle_readable).
+        if stats.unmet > 0 && self.has_pipe && !self.machine.is_closed() {
+            assert!(
+                self.read_outstanding.is_some() || self.armed,
+                "demand {} but nobody reads",
+                stats.unmet
+            );
+        }
+        // A failed pipe leaves nobody waiting.
+        if self.machine.is_closed() {
+            assert_eq!(stats.waiting, 0, "requests wait on a failed pipe");
+        }
+    }
+
+    fn pick<T>(v: &[T], i: usize) -> Option<usize> {
+        (!v.is_empty()).then(|| i % v.len())
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Acquire(units) => {
+                let id = self.machine.acquire(units);
+                self.queue.push_back((id, units));
+            }
+            Op::Cancel(i) => {
+                // Withdraw either a queued request or a woken, uncollected one.
+                let total = self.queue.len() + self.woken.len();
+                if total > 0 {
+                    let i = i % total;
+                    if i < self.queue.len() {
+                        let (id, _) = self.queue.remove(i).unwrap();
+                        self.machine.cancel(id);
+                    } else {
+                        let (id, _, _) = self.woken.remove(i - self.queue.len());
+                        self.machine.cancel(id);
+                    }
+                }
+            }
+            Op::Collect(i) => {
+                if let Some(i) = Self::pick(&self.woken, i) {
+                    let (id, units, failure) = self.woken.remove(i);
+                    match (self.machine.take_outcome(id), failure) {
+                        (Outcome::Granted(permit), None) => {
+                            assert_eq!(permit.units(), units);
+                            self.permits.push(permit);
+                        }
+                        (Outcome::Failed(got), Some(expected)) => assert_eq!(got, expected),
+                        (other, failure) => panic!("woken with {failure:?} but outcome {other:?}"),
+                    }
+                    assert_eq!(self.machine.take_outcome(id), Outcome::Unknown, "id reused");
+                } else if let Some(&(id, _)) = self.queue.front() {
+                    assert_eq!(self.machine.take_outcome(id), Outcome::Pending);
+                }
+            }
+            Op::TakePartial(i) => {
+                if let Some(i) = Self::pick(self.queue.make_contiguous(), i) {
+                    let (id, units) = self.queue.remove(i).unwrap();
+                    match self.machine.take_partial(id) {
+                        Outcome::Granted(permit) => {
+                            assert!(permit.units() <= units);
+                            self.permits.push(permit);
+                        }
+                        other => panic!("take_partial of a queued request gave {other:?}"),
+                    }
+                }
+            }
+            Op::Release(i) => {
+                if let Some(i) = Self::pick(&self.permits, i) {
+                    let permit = self.permits.swap_remove(i);
+                    self.machine.release(permit);
+                }
+            }
+            Op::Deliver(n) => {
+                if let Some(max) = self.read_outstanding.take() {
+                    let n = n.min(max).min(self.pipe.len());
+                    if n == 0 {
+                        self.armed = true;
+                        self.machine.handle_would_block();
+                    } else {
+                        let bytes: Vec<u8> = self.pipe.drain(..n).collect();
+                        self.read_log.extend_from_slice(&bytes);
+                        self.machine.handle_read(&bytes);
+                    }
+                }
+            }
+            Op::Inject(byte) => self.pipe.push_back(byte),
+            Op::Steal => {
+                self.pipe.pop_front();
+            }
+            Op::Readable => {
+                if self.read_outstanding.is_none() {
+                    self.armed = false;
+                    self.machine.handle_readable();
+                }
+            }
+            Op::Eof => {
+                if self.read_outstanding.take().is_some() {
+                    self.machine.handle_eof();
+                }
+            }
+            Op::ReadError => {
+                if self.read_outstanding.take().is_some() {
+                    self.machine
+                        .handle_read_error(std::io::ErrorKind::PermissionDenied);
+                }
+            }
+            Op::WriteError => {
+                // The most recent write did not reach the pipe after all.
+                if let Some(&byte) = self.write_log.last() {
+                    if self.pipe.back() == Some(&byte) && self.failed_writes.len() < 3 {
+                        self.pipe.pop_back();
+                        self.failed_writes.push(byte);
+                        self.machine.handle_write_error(byte);
+                    }
+                }
+            }
+        }
+        self.drain();
+    }
+
+    /// Releases and withdraws everything; then every byte read must have been written back.
+    fn finish(mut self) {
+        if self.read_outstanding.take().is_some() {
+            self.armed = true;
+            self.machine.handle_would_block();
+            self.drain();
+        }
+        // Withdraw everything; cancelling may pass the implicit slot on and wake another
+        // request, which is then withdrawn too.
+        loop {
+            if let Some((id, _)) = self.queue.pop_back() {
+                self.machine.cancel(id);
+            } else if let Some((id, _, _)) = self.woken.pop() {
+                self.machine.cancel(id);
+            } else {
+                break;
+            }
+            self.drain();
+        }
+        while let Some(permit) = self.permits.pop() {
+            self.machine.release(permit);
+            self.drain();
+        }
+        let stats = self.machine.stats();
+        assert_eq!(stats.bytes_held, 0);
+        assert_eq!(
+            stats.running + stats.reserved + stats.waiting + stats.unmet,
+            0
+        );
+        let mut read = self.read_log.clone();
+        read.sort_unstable();
+        let mut written = self.write_log.clone();
+        written.sort_unstable();
+        assert_eq!(
+            read, written,
+            "every byte read is written back exactly once, unchanged"
+        );
+        assert_eq!(stats.write_failures, self.failed_writes.len() as u64);
+    }
+}
+
+fn policy() -> impl Strategy<Value = ReleasePolicy> {
+    prop_oneof![
+        Just(ReleasePolicy::ReturnToPipe),
+        Just(ReleasePolicy::HandOff)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+    #[test]
+    fn invariants_hold_for_any_sequence(
+        policy in policy(),
+        tokens in proptest::collection::vec(any::<u8>(), 0..6),
+        ops in proptest::collection::vec(op(), 0..60),
+    ) {
+        let mut h = Harness::new(Machine::new().with_policy(policy), &tokens);
+        for op in ops {
+            h.apply(op);
+        }
+        h.finish();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn implicit_only_machine_never_does_io(
+        ops in proptest::collection::vec(op(), 0..60),
+    ) {
+        let mut h = Harness::new(Machine::implicit_only(), &[]);
+        for op in ops {
+            h.apply(op);
+        }
+        prop_assert_eq!(h.machine.stats().bytes_read, 0);
+        h.finish();
+    }
+}

@@ -1,0 +1,219 @@
+//! Named behaviours of the token state machine, one scenario each.
+
+use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, ReleasePolicy, WaiterId};
+
+/// Drains all actions.
+fn actions(m: &mut Machine) -> Vec<Action> {
+    std::iter::from_fn(|| m.poll_action()).collect()
+}
+
+fn granted(m: &mut Machine, id: WaiterId) -> Permit {
+    match m.take_outcome(id) {
+        Outcome::Granted(p) => p,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+#[test]
+fn implicit_slot_is_granted_first_without_io() {
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    assert_eq!(actions(&mut m), [Action::Grant(a)]);
+    let p = granted(&mut m, a);
+    m.release(p);
+    assert_eq!(actions(&mut m), [], "the implicit slot is never written");
+    assert_eq!(m.stats().bytes_written, 0);
+}
+
+#[test]
+fn read_asks_only_for_unmet_demand() {
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let _ = actions(&mut m);
+    let _b = m.acquire(1);
+    assert_eq!(actions(&mut m), [Action::Read { max: 1 }]);
+    m.handle_would_block();
+    let _c = m.acquire(3);
+    assert_eq!(
+        actions(&mut m),
+        [],
+        "no second read while waiting for readiness"
+    );
+    m.handle_readable();
+    assert_eq!(actions(&mut m), [Action::Read { max: 4 }]);
+    let _ = a;
+}
+
+#[test]
+fn release_returns_byte_to_pipe_even_with_local_waiters() {
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_read(b"x");
+    assert_eq!(actions(&mut m), [Action::Grant(b)]);
+    let pa = granted(&mut m, a);
+    let pb = granted(&mut m, b);
+    let c = m.acquire(1);
+    assert_eq!(actions(&mut m), [Action::Read { max: 1 }]);
+    m.handle_would_block();
+    // b releases: its byte goes to the pipe although c waits.
+    m.release(pb);
+    assert_eq!(actions(&mut m), [Action::Write(b'x')]);
+    // a releases: the implicit slot goes straight to c.
+    m.release(pa);
+    assert_eq!(actions(&mut m), [Action::Grant(c)]);
+}
+
+#[test]
+fn hand_off_policy_keeps_the_byte_for_the_next_local_waiter() {
+    let mut m = Machine::new().with_policy(ReleasePolicy::HandOff);
+    let a = m.acquire(1);
+    let b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_read(b"y");
+    let _ = actions(&mut m);
+    let _pa = granted(&mut m, a);
+    let pb = granted(&mut m, b);
+    let c = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_would_block();
+    m.release(pb);
+    assert_eq!(actions(&mut m), [Action::Grant(c)]);
+    assert_eq!(m.stats().bytes_written, 0);
+}
+
+#[test]
+fn granted_then_cancelled_passes_the_token_on() {
+    // ReturnToPipe: the byte goes back to the pipe.
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_read(b"z");
+    assert_eq!(actions(&mut m), [Action::Grant(b)]);
+    m.cancel(b);
+    assert_eq!(actions(&mut m), [Action::Write(b'z')]);
+    assert_eq!(m.take_outcome(b), Outcome::Unknown);
+    // A cancelled holder of the implicit slot passes it to the next request.
+    let c = m.acquire(1);
+    let _ = actions(&mut m);
+    m.cancel(a);
+    let acts = actions(&mut m);
+    assert_eq!(acts, [Action::Grant(c)]);
+}
+
+#[test]
+fn acquire_many_is_all_or_nothing_and_cancel_returns_partial_grants() {
+    let mut m = Machine::new();
+    let a = m.acquire(3);
+    assert_eq!(actions(&mut m), [Action::Read { max: 2 }]);
+    m.handle_read(b"p");
+    assert_eq!(
+        actions(&mut m),
+        [Action::Read { max: 1 }],
+        "not granted until all arrive"
+    );
+    assert_eq!(m.stats().reserved, 2);
+    let b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.cancel(a);
+    // a's byte goes back; the implicit slot a held goes to b.
+    assert_eq!(actions(&mut m), [Action::Write(b'p'), Action::Grant(b)]);
+}
+
+#[test]
+fn eof_fails_waiters_and_later_requests_but_not_the_implicit_slot() {
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let b = m.acquire(1);
+    let c = m.acquire(2);
+    let _ = actions(&mut m);
+    m.handle_eof();
+    assert_eq!(
+        actions(&mut m),
+        [Action::Fail(b, Failure::Eof), Action::Fail(c, Failure::Eof)]
+    );
+    assert_eq!(m.take_outcome(b), Outcome::Failed(Failure::Eof));
+    let pa = granted(&mut m, a);
+    // With the implicit slot taken, a new request fails at once instead of hanging.
+    let d = m.acquire(1);
+    assert_eq!(actions(&mut m), [Action::Fail(d, Failure::Eof)]);
+    // Once it is free, it is still granted.
+    m.release(pa);
+    let e = m.acquire(1);
+    assert_eq!(actions(&mut m), [Action::Grant(e)]);
+}
+
+#[test]
+fn read_error_fails_waiters_with_its_kind() {
+    let mut m = Machine::new();
+    let _a = m.acquire(1);
+    let b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_read_error(std::io::ErrorKind::PermissionDenied);
+    let f = Failure::ReadError(std::io::ErrorKind::PermissionDenied);
+    assert_eq!(actions(&mut m), [Action::Fail(b, f)]);
+    assert_eq!(m.failure(), Some(f));
+}
+
+#[test]
+fn surplus_bytes_from_a_read_are_written_back() {
+    let mut m = Machine::new();
+    let _a = m.acquire(1);
+    let b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.cancel(b);
+    assert_eq!(actions(&mut m), []);
+    // The read was already under way when b left: the byte goes straight back.
+    m.handle_read(b"q");
+    assert_eq!(actions(&mut m), [Action::Write(b'q')]);
+}
+
+#[test]
+fn implicit_only_is_a_one_permit_semaphore() {
+    let mut m = Machine::implicit_only();
+    let a = m.acquire(1);
+    let b = m.acquire(1);
+    let c = m.acquire(2);
+    assert_eq!(
+        actions(&mut m),
+        [Action::Grant(a), Action::Fail(c, Failure::NoPipe)]
+    );
+    let pa = granted(&mut m, a);
+    m.release(pa);
+    assert_eq!(actions(&mut m), [Action::Grant(b)]);
+}
+
+#[test]
+fn take_partial_gives_what_is_free_now() {
+    let mut m = Machine::new();
+    let a = m.acquire(4);
+    let _ = actions(&mut m);
+    m.handle_read(b"rs");
+    let _ = actions(&mut m);
+    let p = match m.take_partial(a) {
+        Outcome::Granted(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(p.units(), 3, "implicit slot plus two bytes");
+    assert_eq!(m.stats().bytes_held, 2);
+    m.release(p);
+    let mut written: Vec<Action> = actions(&mut m);
+    written.sort_by_key(|a| format!("{a:?}"));
+    assert_eq!(written, [Action::Write(b'r'), Action::Write(b's')]);
+}
+
+#[test]
+fn stale_ids_are_ignored() {
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let _ = actions(&mut m);
+    let p = granted(&mut m, a);
+    m.cancel(a);
+    assert_eq!(m.take_outcome(a), Outcome::Unknown);
+    let b = m.acquire(1);
+    assert_ne!(a, b, "a reused slot gets a new generation");
+    assert_eq!(a.index(), b.index());
+    m.release(p);
+}

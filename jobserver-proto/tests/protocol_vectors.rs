@@ -1,0 +1,289 @@
+//! Every row of the test-vector table in PROTOCOL.md §6, checked against
+//! `makeflags::parse`.
+//!
+//! `R,W` in the table stands for open descriptors and `P` for a fifo path;
+//! here they are the concrete numbers 3,4 (or 57,58) and the path
+//! `/tmp/GMfifo8634`. Rows whose meaning depends on what is found when
+//! connecting (closed descriptors, a regular file) are checked only for what
+//! parsing gives.
+
+use std::num::NonZeroUsize;
+
+use jobserver_proto::makeflags::{parse, Auth, Jobs, MakeFlags, ParseErrorKind};
+
+const P: &[u8] = b"/tmp/GMfifo8634";
+
+/// What a row expects from `parse`.
+#[derive(Debug)]
+enum Expect {
+    Ok(MakeFlags),
+    Err(ParseErrorKind),
+}
+
+/// One input of the table. A table row listing several inputs becomes
+/// several of these with the same `row` text.
+struct Vector {
+    /// The row of PROTOCOL.md §6, as written there.
+    row: &'static str,
+    input: &'static [u8],
+    expect: Expect,
+}
+
+fn limited(n: usize) -> Jobs {
+    Jobs::Limited(NonZeroUsize::new(n).unwrap())
+}
+
+fn fifo() -> Auth {
+    Auth::Fifo(P.to_vec())
+}
+
+fn pipe(read: i32, write: i32) -> Auth {
+    Auth::Pipe { read, write }
+}
+
+/// Expected flags: `letters` lists the single-letter flags that must be set
+/// (`n`, `k`, `s`, `i`); every other flag must be clear.
+fn ok(auth: Auth, jobs: Jobs, letters: &str) -> Expect {
+    let mut flags = MakeFlags::default();
+    flags.auth = auth;
+    flags.jobs = jobs;
+    for letter in letters.chars() {
+        match letter {
+            'n' => flags.dry_run = true,
+            'k' => flags.keep_going = true,
+            's' => flags.silent = true,
+            'i' => flags.ignore_errors = true,
+            _ => panic!("unknown flag letter {letter:?}"),
+        }
+    }
+    Expect::Ok(flags)
+}
+
+fn vectors() -> Vec<Vector> {
+    use Expect::Err;
+    use ParseErrorKind::*;
+    let v = |row, input, expect| Vector { row, input, expect };
+    vec![
+        v(
+            " -j4 --jobserver-auth=3,4 --no-print-directory",
+            b" -j4 --jobserver-auth=3,4 --no-print-directory",
+            ok(pipe(3, 4), limited(4), ""),
+        ),
+        v(
+            " -j4 --jobserver-auth=fifo:/tmp/GMfifo8634 --no-print-directory",
+            b" -j4 --jobserver-auth=fifo:/tmp/GMfifo8634 --no-print-directory",
+            ok(fifo(), limited(4), ""),
+        ),
+        v(
+            "iks -j4 --jobserver-auth=fifo:P --no-print-directory",
+            b"iks -j4 --jobserver-auth=fifo:/tmp/GMfifo8634 --no-print-directory",
+            ok(fifo(), limited(4), "iks"),
+        ),
+        v(
+            "n -j4 --jobserver-auth=fifo:P --no-print-directory",
+            b"n -j4 --jobserver-auth=fifo:/tmp/GMfifo8634 --no-print-directory",
+            ok(fifo(), limited(4), "n"),
+        ),
+        v(
+            " -j3 --jobserver-auth=fifo:P --no-print-directory -- FOO=bar",
+            b" -j3 --jobserver-auth=fifo:/tmp/GMfifo8634 --no-print-directory -- FOO=bar",
+            ok(fifo(), limited(3), ""),
+        ),
+        v(
+            r" -j4 --jobserver-auth=fifo:P --no-print-directory -- Y=a\ b X=--jobserver-auth=1,2",
+            b" -j4 --jobserver-auth=fifo:/tmp/GMfifo8634 --no-print-directory \
+              -- Y=a\\ b X=--jobserver-auth=1,2",
+            ok(fifo(), limited(4), ""),
+        ),
+        v(
+            " -j4 --jobserver-auth=3,4 --no-print-directory --jobserver-auth=-2,-2",
+            b" -j4 --jobserver-auth=3,4 --no-print-directory --jobserver-auth=-2,-2",
+            ok(
+                Auth::Disabled {
+                    read: -2,
+                    write: -2,
+                },
+                limited(4),
+                "",
+            ),
+        ),
+        v(
+            " -j1 --no-print-directory",
+            b" -j1 --no-print-directory",
+            ok(Auth::None, limited(1), ""),
+        ),
+        v(
+            " -j --no-print-directory",
+            b" -j --no-print-directory",
+            ok(Auth::None, Jobs::Unlimited, ""),
+        ),
+        v(
+            "-j --jobserver-fds=3,4 --jobserver-auth=3,4",
+            b"-j --jobserver-fds=3,4 --jobserver-auth=3,4",
+            ok(pipe(3, 4), Jobs::Unlimited, ""),
+        ),
+        v(
+            " --jobserver-fds=3,4 -j",
+            b" --jobserver-fds=3,4 -j",
+            ok(pipe(3, 4), Jobs::Unlimited, ""),
+        ),
+        v(
+            "--jobserver-auth=fifo:/dev/steve",
+            b"--jobserver-auth=fifo:/dev/steve",
+            ok(Auth::Fifo(b"/dev/steve".to_vec()), Jobs::Unspecified, ""),
+        ),
+        v(
+            " -j10 --jobserver-auth=gmake_semaphore_1234",
+            b" -j10 --jobserver-auth=gmake_semaphore_1234",
+            ok(
+                Auth::Semaphore(b"gmake_semaphore_1234".to_vec()),
+                limited(10),
+                "",
+            ),
+        ),
+        v(
+            "`` (empty), `  \\t`",
+            b"",
+            ok(Auth::None, Jobs::Unspecified, ""),
+        ),
+        v(
+            "`` (empty), `  \\t`",
+            b"  \t",
+            ok(Auth::None, Jobs::Unspecified, ""),
+        ),
+        v(
+            "\\t-j4\\t--jobserver-auth=fifo:P",
+            b"\t-j4\t--jobserver-auth=fifo:/tmp/GMfifo8634",
+            ok(fifo(), limited(4), ""),
+        ),
+        v(
+            " -j4 --jobserver-auth=R,W --jobserver-auth=fifo:P",
+            b" -j4 --jobserver-auth=3,4 --jobserver-auth=fifo:/tmp/GMfifo8634",
+            ok(fifo(), limited(4), ""),
+        ),
+        v(
+            " -j4 --jobserver-auth=-1,W / R,-1",
+            b" -j4 --jobserver-auth=-1,4",
+            ok(Auth::Disabled { read: -1, write: 4 }, limited(4), ""),
+        ),
+        v(
+            " -j4 --jobserver-auth=-1,W / R,-1",
+            b" -j4 --jobserver-auth=3,-1",
+            ok(Auth::Disabled { read: 3, write: -1 }, limited(4), ""),
+        ),
+        v(
+            " -j4 --jobserver-auth=57,58 with 57, 58 closed",
+            b" -j4 --jobserver-auth=57,58",
+            ok(pipe(57, 58), limited(4), ""),
+        ),
+        v(
+            " -j4 --jobserver-auth=7 / 7, / 0x7,8 / (empty)",
+            b" -j4 --jobserver-auth=7",
+            Err(NotFdPair),
+        ),
+        v(
+            " -j4 --jobserver-auth=7 / 7, / 0x7,8 / (empty)",
+            b" -j4 --jobserver-auth=7,",
+            Err(NotFdPair),
+        ),
+        v(
+            " -j4 --jobserver-auth=7 / 7, / 0x7,8 / (empty)",
+            b" -j4 --jobserver-auth=0x7,8",
+            Err(NotFdPair),
+        ),
+        v(
+            " -j4 --jobserver-auth=7 / 7, / 0x7,8 / (empty)",
+            b" -j4 --jobserver-auth=",
+            Err(Empty),
+        ),
+        v(
+            " -j4 --jobserver-auth=fifo:",
+            b" -j4 --jobserver-auth=fifo:",
+            Err(EmptyFifoPath),
+        ),
+        v(
+            " -j4 --jobserver-auth=FIFO:P",
+            b" -j4 --jobserver-auth=FIFO:/tmp/GMfifo8634",
+            ok(
+                Auth::Semaphore(b"FIFO:/tmp/GMfifo8634".to_vec()),
+                limited(4),
+                "",
+            ),
+        ),
+        v(
+            "-n -j4 --jobserver-auth=fifo:P",
+            b"-n -j4 --jobserver-auth=fifo:/tmp/GMfifo8634",
+            ok(fifo(), limited(4), "n"),
+        ),
+        v(
+            "k --jobserver-auth=fifo:P",
+            b"k --jobserver-auth=fifo:/tmp/GMfifo8634",
+            ok(fifo(), Jobs::Unspecified, "k"),
+        ),
+        v(
+            " -j1 --jobserver-auth=fifo:P",
+            b" -j1 --jobserver-auth=fifo:/tmp/GMfifo8634",
+            ok(fifo(), limited(1), ""),
+        ),
+        v(
+            " -j4 --jobserver-auth=fifo:P where P is a regular file",
+            b" -j4 --jobserver-auth=fifo:/tmp/GMfifo8634",
+            ok(fifo(), limited(4), ""),
+        ),
+        v(
+            " --unknown-opt=1 -j2",
+            b" --unknown-opt=1 -j2",
+            ok(Auth::None, limited(2), ""),
+        ),
+    ]
+}
+
+#[test]
+fn every_protocol_vector_parses_as_specified() {
+    let mut failures = Vec::new();
+    let vectors = vectors();
+    for vector in &vectors {
+        let got = parse(vector.input);
+        let passed = match (&vector.expect, &got) {
+            (Expect::Ok(want), Ok(got)) => want == got,
+            (Expect::Err(kind), Err(error)) => {
+                // The error must name the option and the value it rejects.
+                *kind == error.kind()
+                    && error.option() == "--jobserver-auth"
+                    && vector.input.ends_with(error.value())
+                    && error
+                        .to_string()
+                        .contains(&*String::from_utf8_lossy(error.value()))
+            }
+            _ => false,
+        };
+        if !passed {
+            failures.push(format!(
+                "row `{}`, input {:?}: expected {:?}, got {:?}",
+                vector.row,
+                String::from_utf8_lossy(vector.input),
+                vector.expect,
+                got,
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The table in PROTOCOL.md §6 has 26 rows; some list several inputs.
+    let rows: std::collections::BTreeSet<_> = vectors.iter().map(|v| v.row).collect();
+    assert_eq!(rows.len(), 26, "a row of PROTOCOL.md §6 is missing");
+}
+
+#[test]
+fn has_jobserver_matches_the_table() {
+    for vector in vectors() {
+        if let Expect::Ok(want) = &vector.expect {
+            let got = parse(vector.input).unwrap();
+            assert_eq!(
+                got.has_jobserver(),
+                want.auth != Auth::None,
+                "row `{}`",
+                vector.row
+            );
+        }
+    }
+}
