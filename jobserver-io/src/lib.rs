@@ -1,1 +1,40 @@
-//! Placeholder until its issue lands.
+//! The I/O half of the jobserver workspace, shared by every driver: the OS layer, the
+//! runtime-agnostic driver of the [`jobserver_proto`] token machine, and a blocking client.
+//!
+//! Runtime crates (`jobserver-tokio`, `jobserver-smol`) implement one small trait,
+//! [`Reactor`], and export [`Client`], [`Token`], [`Server`] and [`Acquire`] under their own
+//! names; [`blocking`] does the same with a helper thread for code that is not async.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), jobserver_io::Error> {
+//! // Blocking use: join make's jobserver, or make a pool of 4 when there is none.
+//! let client = jobserver_io::blocking::Client::from_env_or_new(4)?;
+//! let token = client.acquire()?;
+//! // ... run one job ...
+//! drop(token);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Platform-specific behavior
+//!
+//! Unix only. An inherited pipe is reopened through `/proc/self/fd` (Linux) so that the
+//! non-blocking mode is set on a private description; where that is impossible the pipe is
+//! refused with [`ErrorKind::Unsupported`] rather than changing the description that make and
+//! its other children share.
+#![cfg(unix)]
+#![doc(test(attr(deny(warnings))))]
+
+pub mod blocking;
+mod client;
+mod driver;
+mod error;
+mod server;
+pub mod sys;
+
+pub use client::{Client, Mode};
+pub use driver::{Acquire, Reactor, Token};
+pub use error::{Error, ErrorKind};
+pub use jobserver_proto::makeflags::{EnvVar, Jobs, MakeFlags};
+pub use jobserver_proto::{ReleasePolicy, Report, Stats};
+pub use server::Server;

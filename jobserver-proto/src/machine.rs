@@ -316,6 +316,11 @@ impl Machine {
         self
     }
 
+    /// Changes the release policy; it applies from the next release on.
+    pub fn set_policy(&mut self, policy: ReleasePolicy) {
+        self.policy = policy;
+    }
+
     // ----- getters -----
 
     /// The release policy in force.

@@ -1,1 +1,114 @@
-//! Placeholder until its issue lands.
+//! A GNU make jobserver client and server for tokio.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), jobserver_tokio::Error> {
+//! // Join make's jobserver, or create a pool of 4 when there is none.
+//! let client = jobserver_tokio::Client::from_env_or_new(4)?;
+//! let mut tasks = Vec::new();
+//! for i in 0..8 {
+//!     let client = client.clone();
+//!     tasks.push(tokio::spawn(async move {
+//!         let _token = client.acquire().await?;
+//!         // At most 4 of these run at once, counting what make's other jobs use.
+//!         println!("job {i} runs");
+//!         Ok::<_, jobserver_tokio::Error>(())
+//!     }));
+//! }
+//! for task in tasks {
+//!     task.await.expect("task panicked")?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Tokens come in FIFO order; each token read wakes exactly one task, and one party per
+//! process (the client itself, not a task) waits for the pipe to become readable. A dropped
+//! [`Acquire`] future never loses a token. The token accounting lives in `jobserver-proto`;
+//! this crate only supplies a [`Reactor`](jobserver_io::Reactor) on tokio's `AsyncFd`.
+//!
+//! Spawning children that share the pool: [`Client::configure`] (or [`Server::configure`])
+//! takes a `std::process::Command`; for `tokio::process::Command` pass `cmd.as_std_mut()`.
+//!
+//! # Platform-specific behavior
+//!
+//! Unix. On Linux an inherited pipe is reopened through `/proc/self/fd` so that `O_NONBLOCK`
+//! is set only on a private description; elsewhere a pipe jobserver is refused with
+//! [`ErrorKind::Unsupported`] (fifo jobservers work). See [`jobserver_io`].
+#![cfg(unix)]
+#![doc(test(attr(deny(warnings))))]
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::task::{ready, Context, Poll};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+pub use jobserver_io::{
+    EnvVar, Error, ErrorKind, Jobs, MakeFlags, Mode, ReleasePolicy, Report, Stats,
+};
+
+/// The jobserver client for tokio. See [`jobserver_io::Client`] for every method.
+pub type Client = jobserver_io::Client<TokioReactor>;
+/// Tokens granted by a [`Client`]; released on drop.
+pub type Token = jobserver_io::Token<TokioReactor>;
+/// A pool of our own; see [`jobserver_io::Server`].
+pub type Server = jobserver_io::Server<TokioReactor>;
+/// The future returned by [`Client::acquire`](jobserver_io::Client::acquire).
+pub type Acquire = jobserver_io::Acquire<TokioReactor>;
+
+/// Reads the jobserver through tokio's reactor (`AsyncFd`).
+#[derive(Debug)]
+pub struct TokioReactor {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl jobserver_io::Reactor for TokioReactor {
+    fn register(fd: OwnedFd) -> Result<Self, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::new(
+                ErrorKind::NoRuntime,
+                "a jobserver_tokio client must be created inside a tokio runtime (with I/O enabled)",
+            ));
+        }
+        let register = std::panic::AssertUnwindSafe(move || {
+            // SAFETY: `OwnedFd` owns an open descriptor that it never replaces; it stays open
+            // and names the same description until the `AsyncFd` (its only owner) is dropped.
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        });
+        // tokio panics instead of failing when the runtime was built without I/O.
+        let fd = match std::panic::catch_unwind(register) {
+            Ok(Ok(fd)) => fd,
+            Ok(Err(e)) => {
+                return Err(Error::io("registering the jobserver with tokio's reactor", io::Error::from(e)))
+            }
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::NoRuntime,
+                    "the tokio runtime has no I/O driver: build it with `enable_io()` (or `enable_all()`)",
+                ))
+            }
+        };
+        Ok(TokioReactor { fd })
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match jobserver_io::sys::read(self.fd(), buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return Poll::Ready(done),
+        }
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            match guard.try_io(|fd| jobserver_io::sys::read(fd.get_ref().as_fd(), buf)) {
+                Ok(done) => return Poll::Ready(done),
+                // try_io cleared the stale readiness; poll again to register.
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}

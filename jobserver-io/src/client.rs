@@ -1,0 +1,523 @@
+//! The client: finding the jobserver, connecting to it, acquiring tokens, and passing it on
+//! to children.
+
+use std::ffi::OsString;
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use jobserver_proto::makeflags::{self, Auth, EnvVar, Jobs, MakeFlags};
+use jobserver_proto::{Machine, ReleasePolicy, Stats};
+
+use crate::driver::{Acquire, Conn, Reactor, Shared, Token};
+use crate::error::{Error, ErrorKind};
+use crate::server::Server;
+use crate::sys::{self, Access, FdProblem, FifoOpenError};
+
+/// How a client reaches its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// An anonymous pipe (`--jobserver-auth=R,W`).
+    Pipe,
+    /// A named pipe (`--jobserver-auth=fifo:PATH`).
+    Fifo,
+    /// No jobserver: only the process's implicit slot, so one job at a time.
+    ImplicitOnly,
+}
+
+/// What a child must be given to share the pool.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildEnv {
+    /// The value for `MAKEFLAGS` and `CARGO_MAKEFLAGS`.
+    pub(crate) makeflags: OsString,
+    /// Pipe mode: descriptors of ours that the child must inherit, at the numbers in
+    /// `makeflags`. Held here so they stay open until every configured command is gone.
+    pub(crate) fds: Option<(Arc<OwnedFd>, Arc<OwnedFd>)>,
+}
+
+impl ChildEnv {
+    pub(crate) fn pipe(jobs: Jobs, read: Arc<OwnedFd>, write: Arc<OwnedFd>) -> Self {
+        let value = with_jobs(jobs, |n| {
+            makeflags::encode_pipe(n, read.as_raw_fd(), write.as_raw_fd())
+        });
+        ChildEnv {
+            makeflags: OsString::from_vec(value),
+            fds: Some((read, write)),
+        }
+    }
+
+    pub(crate) fn fifo(jobs: Jobs, path: &[u8]) -> Self {
+        let value = with_jobs(jobs, |n| makeflags::encode_fifo(n, path));
+        ChildEnv {
+            makeflags: OsString::from_vec(value),
+            fds: None,
+        }
+    }
+
+    /// Sets the variables on `cmd` and, in pipe mode, lets the child alone inherit the pipe.
+    pub(crate) fn apply(&self, cmd: &mut Command) {
+        cmd.env("MAKEFLAGS", &self.makeflags);
+        cmd.env("CARGO_MAKEFLAGS", &self.makeflags);
+        if let Some((read, write)) = &self.fds {
+            let (read, write) = (read.clone(), write.clone());
+            let hook = move || {
+                // Only async-signal-safe calls here: two fcntl system calls.
+                sys::set_cloexec(read.as_raw_fd(), false)?;
+                sys::set_cloexec(write.as_raw_fd(), false)?;
+                Ok(())
+            };
+            // SAFETY: the hook runs in the child between fork and exec; it only makes fcntl
+            // system calls on descriptors that the closure keeps open, and allocates nothing.
+            unsafe {
+                cmd.pre_exec(hook);
+            }
+        }
+    }
+}
+
+/// Encodes with the jobs hint; without one, drops the leading `-jN` word (a hint only).
+fn with_jobs(jobs: Jobs, encode: impl Fn(NonZeroUsize) -> Vec<u8>) -> Vec<u8> {
+    match jobs {
+        Jobs::Limited(n) => encode(n),
+        _ => {
+            let value = encode(NonZeroUsize::MIN);
+            match value.iter().position(|&b| b == b' ') {
+                Some(space) if value.starts_with(b"-j1 ") => value[space + 1..].to_vec(),
+                _ => value,
+            }
+        }
+    }
+}
+
+/// Facts about a client that never change.
+#[derive(Debug)]
+pub(crate) struct Info {
+    mode: Mode,
+    var: Option<EnvVar>,
+    flags: MakeFlags,
+    child: Option<ChildEnv>,
+    degraded: Option<Error>,
+    /// Keeps an own pool alive as long as a client of it lives.
+    _server: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// A jobserver client for one process, generic over the runtime's [`Reactor`].
+///
+/// Runtime crates export it under a name of their own (`jobserver_tokio::Client`,
+/// `jobserver_smol::Client`). Clones share the same token machine and connection: a process
+/// should have one.
+pub struct Client<R: Reactor> {
+    shared: Arc<Shared<R>>,
+    info: Arc<Info>,
+}
+
+impl<R: Reactor> Clone for Client<R> {
+    fn clone(&self) -> Self {
+        Client {
+            shared: self.shared.clone(),
+            info: self.info.clone(),
+        }
+    }
+}
+
+impl<R: Reactor> std::fmt::Debug for Client<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("mode", &self.info.mode)
+            .field("var", &self.info.var)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn env_lookup(name: &str) -> Option<Vec<u8>> {
+    std::env::var_os(name).map(OsString::into_vec)
+}
+
+fn fd_problem_error(
+    var: EnvVar,
+    read: RawFd,
+    write: RawFd,
+    fd: RawFd,
+    problem: FdProblem,
+) -> Error {
+    let what = match problem {
+        FdProblem::Closed => "is not open in this process",
+        FdProblem::NotAPipe => {
+            "is open but is not a pipe (the number was reused for something else)"
+        }
+        FdProblem::WrongAccessMode => "is a pipe opened in the wrong direction",
+    };
+    Error::new(
+        ErrorKind::BadFds,
+        format!(
+            "{var} names jobserver file descriptors {read},{write}, but descriptor {fd} {what}. \
+             make closes them for commands it does not treat as recursive: mark the make rule \
+             recursive by prefixing the recipe line with `+` (or use $(MAKE) in it)"
+        ),
+    )
+}
+
+impl<R: Reactor> Client<R> {
+    /// Connects to the jobserver named in the environment.
+    ///
+    /// Looks at `CARGO_MAKEFLAGS`, then `MAKEFLAGS`, then `MFLAGS`; the first that names a
+    /// jobserver decides (see [`Client::var`]).
+    ///
+    /// - For a pipe (`R,W`), both descriptors are checked (open, a pipe, the right direction)
+    ///   and then reopened through `/proc/self/fd` as private descriptions; only those are
+    ///   made non-blocking. The inherited descriptions, shared with make and its other
+    ///   children, are never changed.
+    /// - For a fifo, the path is opened read-write and non-blocking (so end-of-file cannot
+    ///   happen while this process lives). A fifo or a character device is accepted; anything
+    ///   else (a regular file, say) is refused and never written to.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NoJobserver`] when no variable names one, [`ErrorKind::Disabled`] when make
+    /// passed negative descriptors (the make rule lacks `+`), [`ErrorKind::BadFds`] when the
+    /// descriptors are closed or wrong (usually the same cause),
+    /// [`ErrorKind::InvalidMakeflags`], [`ErrorKind::NotAFifo`], [`ErrorKind::Unsupported`]
+    /// (a Windows semaphore, or a platform without a private reopen), and for tokio
+    /// [`ErrorKind::NoRuntime`].
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// The private reopen of an inherited pipe needs Linux's `/proc/self/fd` (or a `/dev/fd`
+    /// that opens a new description). Where that is missing, a pipe jobserver is refused with
+    /// [`ErrorKind::Unsupported`] instead of changing the shared description's flags; fifo
+    /// jobservers work everywhere a fifo can be opened read-write.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_env_with(env_lookup)
+    }
+
+    /// [`Client::from_env`] with a custom variable lookup (for tests and embedding).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::from_env`].
+    pub fn from_env_with(lookup: impl FnMut(&str) -> Option<Vec<u8>>) -> Result<Self, Error> {
+        let found = makeflags::from_env(lookup).map_err(|err| {
+            Error::new(
+                ErrorKind::InvalidMakeflags,
+                format!("{err}; fix or unset that variable"),
+            )
+            .with_source(err)
+        })?;
+        let var = found.var;
+        let flags = found.flags;
+        match flags.auth.clone() {
+            Auth::None => Err(Error::new(
+                ErrorKind::NoJobserver,
+                "no jobserver in CARGO_MAKEFLAGS, MAKEFLAGS or MFLAGS: run under `make -jN` (with `+` on \
+                 the rule) or use from_env_or_new to create a pool of your own",
+            )),
+            Auth::Disabled { read, write } => Err(Error::new(
+                ErrorKind::Disabled,
+                format!(
+                    "make gave this command no jobserver (--jobserver-auth={read},{write}): it does not \
+                     treat it as a recursive make. Mark the make rule recursive by prefixing the recipe \
+                     line with `+` (or use $(MAKE) in it); until then, run one job at a time"
+                ),
+            )),
+            Auth::Pipe { read, write } => {
+                let var = var.unwrap_or(EnvVar::Makeflags);
+                Self::connect_pipe(var, read, write, flags)
+            }
+            Auth::Fifo(path) => Self::connect_fifo(var, PathBuf::from(OsString::from_vec(path)), flags),
+            Auth::Semaphore(name) => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the jobserver `{}` is a Windows semaphore, which this platform cannot open",
+                    String::from_utf8_lossy(&name)
+                ),
+            )),
+            _ => Err(Error::new(ErrorKind::Unsupported, "unsupported jobserver kind")),
+        }
+    }
+
+    fn connect_pipe(
+        var: EnvVar,
+        read: RawFd,
+        write: RawFd,
+        flags: MakeFlags,
+    ) -> Result<Self, Error> {
+        for (fd, access) in [(read, Access::Read), (write, Access::Write)] {
+            sys::check_inherited(fd, access)
+                .map_err(|p| fd_problem_error(var, read, write, fd, p))?;
+        }
+        let inherited = |fd: RawFd| {
+            sys::dup_inherited(fd)
+                .map_err(|e| Error::io(format!("duplicating jobserver descriptor {fd}"), e))
+        };
+        let (child_read, child_write) = (inherited(read)?, inherited(write)?);
+        let private_read = sys::reopen_private(child_read.as_fd(), Access::Read).map_err(|e| {
+            Error::io(
+                format!("reopening jobserver descriptor {read} privately"),
+                e,
+            )
+        })?;
+        let private_write =
+            sys::reopen_private(child_write.as_fd(), Access::Write).map_err(|e| {
+                Error::io(
+                    format!("reopening jobserver descriptor {write} privately"),
+                    e,
+                )
+            })?;
+        let conn = Conn {
+            reader: R::register(private_read)?,
+            writer: Some(private_write),
+        };
+        let child = ChildEnv::pipe(flags.jobs, Arc::new(child_read), Arc::new(child_write));
+        Ok(Self::build(
+            Machine::new(),
+            Some(conn),
+            Mode::Pipe,
+            Some(var),
+            flags,
+            Some(child),
+            None,
+        ))
+    }
+
+    fn connect_fifo(var: Option<EnvVar>, path: PathBuf, flags: MakeFlags) -> Result<Self, Error> {
+        let fd = sys::open_fifo(&path).map_err(|err| match err {
+            FifoOpenError::NotAFifo(what) => Error::new(
+                ErrorKind::NotAFifo,
+                format!(
+                    "the jobserver path {} is a {what}, not a fifo: refusing to write tokens into it. \
+                     Check the --jobserver-auth=fifo: value in MAKEFLAGS",
+                    path.display()
+                ),
+            ),
+            FifoOpenError::Io(e) => Error::io(
+                format!("opening the jobserver fifo {} (did its make exit?)", path.display()),
+                e,
+            ),
+        })?;
+        let conn = Conn {
+            reader: R::register(fd)?,
+            writer: None,
+        };
+        let child = ChildEnv::fifo(flags.jobs, path.as_os_str().as_encoded_bytes());
+        Ok(Self::build(
+            Machine::new(),
+            Some(conn),
+            Mode::Fifo,
+            var,
+            flags,
+            Some(child),
+            None,
+        ))
+    }
+
+    /// Connects to the jobserver named in the environment, or, when there is none, creates a
+    /// pool of `jobs` (an anonymous pipe) that this process and the children it configures
+    /// share. The pool lives as long as any client of it.
+    ///
+    /// When make disabled the jobserver for this command (negative descriptors, or closed
+    /// descriptors because the make rule lacks `+`), this follows make's own rule and returns a
+    /// client with only the implicit slot (one job at a time); [`Client::degraded`] says why.
+    ///
+    /// # Errors
+    ///
+    /// Any other error of [`Client::from_env`], and errors creating the pool.
+    pub fn from_env_or_new(jobs: usize) -> Result<Self, Error> {
+        Self::from_env_or_new_with(jobs, env_lookup)
+    }
+
+    /// [`Client::from_env_or_new`] with a custom variable lookup.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::from_env_or_new`].
+    pub fn from_env_or_new_with(
+        jobs: usize,
+        lookup: impl FnMut(&str) -> Option<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        match Self::from_env_with(lookup) {
+            Ok(client) => Ok(client),
+            Err(err) if err.kind() == ErrorKind::NoJobserver => Server::<R>::new(jobs)?.client(),
+            Err(err) if matches!(err.kind(), ErrorKind::Disabled | ErrorKind::BadFds) => {
+                Ok(Self::implicit_only(Some(err)))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A client with no jobserver: only the implicit slot, so one job at a time.
+    pub fn implicit_only(reason: Option<Error>) -> Self {
+        Self::build(
+            Machine::implicit_only(),
+            None,
+            Mode::ImplicitOnly,
+            None,
+            MakeFlags::default(),
+            None,
+            reason,
+        )
+    }
+
+    pub(crate) fn build(
+        machine: Machine,
+        conn: Option<Conn<R>>,
+        mode: Mode,
+        var: Option<EnvVar>,
+        flags: MakeFlags,
+        child: Option<ChildEnv>,
+        degraded: Option<Error>,
+    ) -> Self {
+        Client {
+            shared: Shared::new(machine, conn),
+            info: Arc::new(Info {
+                mode,
+                var,
+                flags,
+                child,
+                degraded,
+                _server: None,
+            }),
+        }
+    }
+
+    pub(crate) fn keep_alive(mut self, server: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        if let Some(info) = Arc::get_mut(&mut self.info) {
+            info._server = Some(server);
+        }
+        self
+    }
+
+    /// Sets how released tokens are passed on; see [`ReleasePolicy`]. The default,
+    /// [`ReleasePolicy::ReturnToPipe`], writes every released explicit token back to the
+    /// jobserver at once, so processes waiting on it get their turn.
+    pub fn set_release_policy(&self, policy: ReleasePolicy) {
+        self.shared.with(|state| state.machine.set_policy(policy));
+    }
+
+    /// Waits for one token.
+    ///
+    /// The first token of the process is its implicit slot and needs no read. Requests are
+    /// served in the order they were made; each token read wakes exactly one request.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future withdraws the request and passes on any token already
+    /// granted to it, so no token is lost; the request's place in the queue is lost. See
+    /// [`Acquire`] for what happens to a future that is kept but no longer polled.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ServerGone`] when the jobserver reaches end-of-file, [`ErrorKind::Io`] when
+    /// reading it fails.
+    pub fn acquire(&self) -> Acquire<R> {
+        self.shared.acquire(1)
+    }
+
+    /// Waits for `n` tokens at once, all or nothing, returned as one [`Token`].
+    ///
+    /// Tokens that arrive while the request waits for the rest are held for it; requests made
+    /// later wait behind it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future gives back every token held for it (to the next
+    /// request or to the jobserver).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::acquire`]; on a client without a jobserver, `n > 1` fails with
+    /// [`ErrorKind::Disabled`].
+    pub fn acquire_many(&self, n: usize) -> Acquire<R> {
+        self.shared.acquire(n)
+    }
+
+    /// Takes one token if one is free now, without waiting: the implicit slot, or a byte that
+    /// a single non-blocking read finds. Requests already waiting come first.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::acquire`].
+    pub fn try_acquire(&self) -> Result<Option<Token<R>>, Error> {
+        self.shared.try_acquire(1, false)
+    }
+
+    /// Takes as many tokens as are free now, up to `n`, without waiting (for a tool deciding
+    /// how many threads to run). `Ok(None)` when none is free.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::acquire`].
+    pub fn try_acquire_up_to(&self, n: usize) -> Result<Option<Token<R>>, Error> {
+        self.shared.try_acquire(n, true)
+    }
+
+    /// Lets `cmd`'s child share this jobserver: sets `MAKEFLAGS` and `CARGO_MAKEFLAGS`, and in
+    /// pipe mode makes the pipe inheritable in that child only (other children do not get it).
+    /// The descriptors stay open for as long as `cmd` exists, even if the client is dropped.
+    ///
+    /// For a tokio command use `cmd.as_std_mut()`; for async-process, configure a
+    /// `std::process::Command` and convert it with `From`.
+    ///
+    /// A client without a jobserver leaves `cmd` unchanged.
+    pub fn configure<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        if let Some(child) = &self.info.child {
+            child.apply(cmd);
+        }
+        cmd
+    }
+
+    /// The value this client gives children in `MAKEFLAGS`, if it has a jobserver.
+    pub fn makeflags(&self) -> Option<&std::ffi::OsStr> {
+        self.info.child.as_ref().map(|c| c.makeflags.as_os_str())
+    }
+
+    /// How this client reaches its tokens.
+    pub fn mode(&self) -> Mode {
+        self.info.mode
+    }
+
+    /// The variable the jobserver was found in (`None` for an own pool or no jobserver).
+    pub fn var(&self) -> Option<EnvVar> {
+        self.info.var
+    }
+
+    /// The flags parsed from that variable: dry run, keep going, the jobs hint, …
+    pub fn flags(&self) -> &MakeFlags {
+        &self.info.flags
+    }
+
+    /// Why [`Client::from_env_or_new`] fell back to the implicit slot, if it did. Worth
+    /// showing the user: it usually means a make rule lacks `+`.
+    pub fn degraded(&self) -> Option<&Error> {
+        self.info.degraded.as_ref()
+    }
+
+    /// Counters and gauges of the token machine.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().machine.stats()
+    }
+
+    /// Bytes waiting in the jobserver pipe now (FIONREAD); `None` without a jobserver.
+    ///
+    /// # Errors
+    ///
+    /// When the ioctl fails.
+    pub fn available(&self) -> io::Result<Option<usize>> {
+        self.shared
+            .reader_fd()
+            .map(sys::bytes_available)
+            .transpose()
+    }
+
+    /// Takes the most recent failure to write a token back (from a `Token` dropped without
+    /// [`Token::release`]). Each such failure is also counted in [`Stats::write_failures`].
+    pub fn take_release_error(&self) -> Option<io::Error> {
+        self.shared.take_write_error()
+    }
+}

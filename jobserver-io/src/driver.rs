@@ -1,0 +1,444 @@
+//! The runtime-agnostic driver: one [`Machine`] behind a mutex, the wakers of the tasks that
+//! wait on it, and the loop that carries out the machine's actions.
+//!
+//! A runtime adapter supplies only a [`Reactor`]: a way to read the jobserver without blocking
+//! and to be woken when it becomes readable.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+
+use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, WaiterId};
+
+use crate::error::{Error, ErrorKind};
+use crate::sys;
+
+/// How a runtime reads the jobserver: the one piece each adapter writes itself.
+///
+/// The driver calls [`Reactor::poll_read`] from one place at a time (under its lock) and always
+/// with its own waker, never a task's: exactly one party waits for readability per process, and
+/// the driver then hands each token to exactly one task.
+pub trait Reactor: Send + Sync + Sized + 'static {
+    /// Registers a private, non-blocking, close-on-exec description of the jobserver's read
+    /// side with the runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the runtime is not available ([`ErrorKind::NoRuntime`]) or registration fails.
+    fn register(fd: OwnedFd) -> Result<Self, Error>;
+
+    /// The registered descriptor.
+    fn fd(&self) -> BorrowedFd<'_>;
+
+    /// Reads at most `buf.len()` bytes without blocking. When nothing can be read, arranges for
+    /// `cx`'s waker to be woken once the descriptor is readable and returns `Pending`.
+    ///
+    /// It must try the read before waiting, must not return `WouldBlock` as an error, and must
+    /// not wake the waker from inside this call.
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+}
+
+/// The connection to a jobserver: where tokens are read and where they are written back.
+pub(crate) struct Conn<R> {
+    pub(crate) reader: R,
+    /// `None` when the reader's descriptor is also open for writing (a fifo opened read-write).
+    pub(crate) writer: Option<OwnedFd>,
+}
+
+impl<R: Reactor> Conn<R> {
+    fn write_fd(&self) -> BorrowedFd<'_> {
+        match &self.writer {
+            Some(fd) => fd.as_fd(),
+            None => self.reader.fd(),
+        }
+    }
+}
+
+/// Everything the driver keeps under its lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) machine: Machine,
+    /// The waker of each waiting request, indexed by [`WaiterId::index`].
+    wakers: Vec<Option<Waker>>,
+    /// The error behind [`Failure::ReadError`], for messages.
+    read_error: Option<String>,
+    /// The most recent failed write of a token, not yet taken by the application.
+    write_error: Option<io::Error>,
+}
+
+impl State {
+    fn set_waker(&mut self, id: WaiterId, waker: &Waker) {
+        let i = id.index();
+        if self.wakers.len() <= i {
+            self.wakers.resize_with(i + 1, || None);
+        }
+        match &mut self.wakers[i] {
+            Some(existing) if existing.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+    }
+
+    fn clear_waker(&mut self, id: WaiterId) {
+        if let Some(slot) = self.wakers.get_mut(id.index()) {
+            *slot = None;
+        }
+    }
+}
+
+/// Wakers to wake once the lock is released.
+type WakeList = Vec<Waker>;
+
+fn wake_all(list: WakeList) {
+    for waker in list {
+        waker.wake();
+    }
+}
+
+/// The shared half of a client: the machine, the connection and the driver's own waker.
+pub(crate) struct Shared<R> {
+    state: Mutex<State>,
+    conn: Option<Conn<R>>,
+    /// Woken by the reactor when the jobserver becomes readable. Holds only a weak reference,
+    /// so a registration left in the reactor does not keep the client alive.
+    read_waker: Waker,
+}
+
+struct ReadReady<R> {
+    shared: Weak<Shared<R>>,
+}
+
+impl<R: Reactor> Wake for ReadReady<R> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.on_readable();
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Shared<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Reactor> Shared<R> {
+    pub(crate) fn new(machine: Machine, conn: Option<Conn<R>>) -> Arc<Self> {
+        Arc::new_cyclic(|weak| Shared {
+            state: Mutex::new(State {
+                machine,
+                wakers: Vec::new(),
+                read_error: None,
+                write_error: None,
+            }),
+            conn,
+            read_waker: Waker::from(Arc::new(ReadReady {
+                shared: weak.clone(),
+            })),
+        })
+    }
+
+    /// Locks the state. A panic while the lock was held cannot leave the machine half-updated
+    /// (its methods do not panic), so a poisoned lock is used as it is.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` under the lock, drains the machine, then wakes whoever was granted. Returns
+    /// `f`'s result and the first error of a token written back during the drain.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> (T, Option<io::Error>) {
+        let mut wake = WakeList::new();
+        let mut state = self.lock();
+        let out = f(&mut state);
+        let write_error = self.pump(&mut state, &mut wake);
+        drop(state);
+        wake_all(wake);
+        (out, write_error)
+    }
+
+    fn on_readable(&self) {
+        self.with(|state| state.machine.handle_readable());
+    }
+
+    /// Carries out every action of the machine (the single-mutation rule).
+    fn pump(&self, state: &mut State, wake: &mut WakeList) -> Option<io::Error> {
+        let mut first_write_error = None;
+        let mut buf = [0u8; 128];
+        while let Some(action) = state.machine.poll_action() {
+            match action {
+                Action::Read { max } => {
+                    let Some(conn) = &self.conn else {
+                        // A machine without a pipe never asks; answer as if the pipe were shut.
+                        state.machine.handle_eof();
+                        continue;
+                    };
+                    let len = max.min(buf.len());
+                    let mut cx = Context::from_waker(&self.read_waker);
+                    match conn.reader.poll_read(&mut cx, &mut buf[..len]) {
+                        Poll::Ready(Ok(0)) => state.machine.handle_eof(),
+                        Poll::Ready(Ok(n)) => state.machine.handle_read(&buf[..n]),
+                        Poll::Ready(Err(err)) => {
+                            state.read_error = Some(err.to_string());
+                            state.machine.handle_read_error(err.kind());
+                        }
+                        Poll::Pending => state.machine.handle_would_block(),
+                    }
+                }
+                Action::Write(byte) => {
+                    let result = match &self.conn {
+                        Some(conn) => sys::write_byte(conn.write_fd(), byte),
+                        None => Err(io::Error::other("no jobserver to write to")),
+                    };
+                    if let Err(err) = result {
+                        state.machine.handle_write_error(byte);
+                        let copy = io::Error::new(err.kind(), err.to_string());
+                        state.write_error = Some(copy);
+                        first_write_error.get_or_insert(err);
+                    }
+                }
+                Action::Grant(id) | Action::Fail(id, _) => {
+                    if let Some(waker) = state.wakers.get_mut(id.index()).and_then(Option::take) {
+                        wake.push(waker);
+                    }
+                }
+            }
+        }
+        first_write_error
+    }
+
+    fn failure_error(&self, failure: Failure, state: &State) -> Error {
+        match failure {
+            Failure::Eof => Error::new(
+                ErrorKind::ServerGone,
+                "the jobserver reached end-of-file: the make (or other server) that owns it has exited; \
+                 no more tokens can be had, so stop starting jobs",
+            ),
+            Failure::ReadError(kind) => {
+                let detail = state.read_error.clone().unwrap_or_else(|| kind.to_string());
+                Error::new(ErrorKind::Io, format!("reading a token from the jobserver failed: {detail}"))
+                    .with_source(io::Error::new(kind, detail))
+            }
+            Failure::NoPipe => Error::new(
+                ErrorKind::Disabled,
+                "more than one token was requested, but this process has no jobserver and only its \
+                 implicit slot; request one token at a time",
+            ),
+            _ => Error::new(ErrorKind::Io, failure.to_string()),
+        }
+    }
+
+    fn outcome(
+        self: &Arc<Self>,
+        outcome: Outcome,
+        state: &State,
+    ) -> Option<Result<Token<R>, Error>> {
+        match outcome {
+            Outcome::Pending => None,
+            Outcome::Granted(permit) => Some(Ok(Token {
+                shared: self.clone(),
+                permit: Some(permit),
+            })),
+            Outcome::Failed(failure) => Some(Err(self.failure_error(failure, state))),
+            Outcome::Unknown => Some(Err(Error::new(
+                ErrorKind::Io,
+                "internal error: the request is unknown to the token machine",
+            ))),
+        }
+    }
+
+    pub(crate) fn acquire(self: &Arc<Self>, units: usize) -> Acquire<R> {
+        Acquire {
+            shared: self.clone(),
+            units,
+            id: None,
+        }
+    }
+
+    /// Makes a request, tries the jobserver once without waiting, and settles with what it got:
+    /// all `units` or nothing (`partial == false`), or as many as were free (`partial`).
+    pub(crate) fn try_acquire(
+        self: &Arc<Self>,
+        units: usize,
+        partial: bool,
+    ) -> Result<Option<Token<R>>, Error> {
+        let mut wake = WakeList::new();
+        let mut state = self.lock();
+        let id = state.machine.acquire(units);
+        self.pump(&mut state, &mut wake);
+        let result = if partial {
+            let outcome = state.machine.take_partial(id);
+            self.outcome(outcome, &state)
+        } else {
+            match state.machine.take_outcome(id) {
+                Outcome::Pending => {
+                    state.machine.cancel(id);
+                    None
+                }
+                other => self.outcome(other, &state),
+            }
+        };
+        self.pump(&mut state, &mut wake);
+        drop(state);
+        wake_all(wake);
+        match result {
+            Some(Ok(token)) if token.units() == 0 => Ok(None),
+            Some(Ok(token)) => Ok(Some(token)),
+            Some(Err(err)) => Err(err),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn release(&self, permit: Permit) -> Option<io::Error> {
+        self.with(|state| state.machine.release(permit)).1
+    }
+
+    pub(crate) fn reader_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.conn.as_ref().map(|c| c.reader.fd())
+    }
+
+    pub(crate) fn take_write_error(&self) -> Option<io::Error> {
+        self.lock().write_error.take()
+    }
+}
+
+/// A future that resolves to a [`Token`] once the jobserver grants the requested tokens.
+///
+/// Created by `Client::acquire` and `Client::acquire_many`.
+///
+/// # Cancel safety
+///
+/// Dropping it before it completes withdraws the request: its place in the queue is lost, and
+/// any token already granted or promised to it goes to the next waiting request or back to the
+/// jobserver. No token is lost. A future that is neither polled nor dropped keeps its place and
+/// whatever was promised to it, which can hold up later requests (futurelock): drop it rather
+/// than parking it.
+#[must_use = "futures do nothing unless polled"]
+pub struct Acquire<R: Reactor> {
+    shared: Arc<Shared<R>>,
+    units: usize,
+    id: Option<WaiterId>,
+}
+
+impl<R: Reactor> std::fmt::Debug for Acquire<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acquire")
+            .field("units", &self.units)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl<R: Reactor> Future for Acquire<R> {
+    type Output = Result<Token<R>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let shared = &this.shared;
+        let mut wake = WakeList::new();
+        let mut state = shared.lock();
+        let id = match this.id {
+            Some(id) => id,
+            None => {
+                let id = state.machine.acquire(this.units);
+                this.id = Some(id);
+                // Try the jobserver before anyone waits for readiness.
+                shared.pump(&mut state, &mut wake);
+                id
+            }
+        };
+        let outcome = state.machine.take_outcome(id);
+        let result = shared.outcome(outcome, &state);
+        if result.is_none() {
+            state.set_waker(id, cx.waker());
+        } else {
+            state.clear_waker(id);
+            this.id = None;
+        }
+        drop(state);
+        wake_all(wake);
+        match result {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<R: Reactor> Drop for Acquire<R> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.shared.with(|state| {
+                state.clear_waker(id);
+                state.machine.cancel(id);
+            });
+        }
+    }
+}
+
+/// Permission to run jobs: one token, or several from `acquire_many`.
+///
+/// Dropping it gives its tokens back: the implicit slot to the process, every other token as
+/// the exact byte that was read, to the jobserver. A failed write in `Drop` is not lost: it is
+/// counted and can be taken from the client ([`Client::take_release_error`](crate::Client::take_release_error)).
+#[must_use = "a token is released as soon as it is dropped"]
+pub struct Token<R: Reactor> {
+    shared: Arc<Shared<R>>,
+    permit: Option<Permit>,
+}
+
+impl<R: Reactor> std::fmt::Debug for Token<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("units", &self.units())
+            .finish()
+    }
+}
+
+impl<R: Reactor> Token<R> {
+    /// How many jobs this token allows (1 unless it came from `acquire_many` or
+    /// `try_acquire_up_to`).
+    pub fn units(&self) -> usize {
+        self.permit.as_ref().map_or(0, Permit::units)
+    }
+
+    /// Gives the tokens back now and reports whether writing them to the jobserver worked.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of a failed write. That token is lost to the pool; the failure is also
+    /// counted in the client's statistics.
+    pub fn release(mut self) -> Result<(), Error> {
+        match self.permit.take() {
+            Some(permit) => match self.shared.release(permit) {
+                None => Ok(()),
+                Some(err) => {
+                    // Taken here, so the client does not report it a second time.
+                    self.shared.take_write_error();
+                    Err(Error::io(
+                        "writing a token back to the jobserver failed",
+                        err,
+                    ))
+                }
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl<R: Reactor> Drop for Token<R> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            // A failure is recorded by the driver (counted, and kept for the client).
+            let _ = self.shared.release(permit);
+        }
+    }
+}
