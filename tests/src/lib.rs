@@ -1,1 +1,7 @@
-//! Cross-process tests against real peers.
+//! Support for the cross-process conformance suite: one behaviour, written once, run against
+//! every driver (tokio, smol, blocking), and helpers to find the real peers.
+
+pub mod drivers;
+pub mod peers;
+
+pub use drivers::Driver;
