@@ -20,3 +20,6 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "demo (the README's first command)"
+cargo run --locked -q -p jobserver-tokio --example demo

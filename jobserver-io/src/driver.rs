@@ -261,6 +261,7 @@ impl<R: Reactor> Shared<R> {
             shared: self.clone(),
             units,
             id: None,
+            done: false,
         }
     }
 
@@ -327,6 +328,7 @@ pub struct Acquire<R: Reactor> {
     shared: Arc<Shared<R>>,
     units: usize,
     id: Option<WaiterId>,
+    done: bool,
 }
 
 impl<R: Reactor> std::fmt::Debug for Acquire<R> {
@@ -343,6 +345,12 @@ impl<R: Reactor> Future for Acquire<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Err(Error::new(
+                ErrorKind::Io,
+                "an Acquire future was polled after it completed",
+            )));
+        }
         let shared = &this.shared;
         let mut wake = WakeList::new();
         let mut state = shared.lock();
@@ -363,6 +371,7 @@ impl<R: Reactor> Future for Acquire<R> {
         } else {
             state.clear_waker(id);
             this.id = None;
+            this.done = true;
         }
         drop(state);
         wake_all(wake);
