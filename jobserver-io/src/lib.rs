@@ -38,3 +38,29 @@ pub use error::{Error, ErrorKind};
 pub use jobserver_proto::makeflags::{EnvVar, Jobs, MakeFlags};
 pub use jobserver_proto::{ReleasePolicy, Report, Stats};
 pub use server::Server;
+
+/// Declares the public names of a runtime adapter over its [`Reactor`], so that every
+/// adapter crate exports the same API: `Client`, `Token`, `Server`, `Acquire`, and the error
+/// and configuration types.
+///
+/// ```ignore
+/// jobserver_io::adapter_api!(TokioReactor, "tokio");
+/// ```
+#[macro_export]
+macro_rules! adapter_api {
+    ($reactor:ty, $runtime:literal) => {
+        pub use $crate::{
+            EnvVar, Error, ErrorKind, Jobs, MakeFlags, Mode, ReleasePolicy, Report, Stats,
+        };
+
+        #[doc = concat!("The jobserver client for ", $runtime, ". See [`jobserver_io::Client`] for every method.")]
+        pub type Client = $crate::Client<$reactor>;
+        /// Tokens granted by a [`Client`]; given back on drop. See [`jobserver_io::Token`].
+        pub type Token = $crate::Token<$reactor>;
+        /// A pool of our own for our children; see [`jobserver_io::Server`].
+        pub type Server = $crate::Server<$reactor>;
+        /// The future of [`Client::acquire`](jobserver_io::Client::acquire); see
+        /// [`jobserver_io::Acquire`] for its cancel safety.
+        pub type Acquire = $crate::Acquire<$reactor>;
+    };
+}

@@ -388,12 +388,7 @@ impl Machine {
         let Some(slot) = self.live(id) else { return };
         match self.entries[slot as usize].state {
             State::Queued => {
-                let entry = &self.entries[slot as usize];
-                let (want, got) = (entry.want, entry.got);
-                self.unlink(slot);
-                self.waiting -= 1;
-                self.unmet -= want - got;
-                self.reserved -= got;
+                self.dequeue(slot);
                 self.free(slot);
                 self.settle(true);
             }
@@ -438,12 +433,7 @@ impl Machine {
         if self.entries[slot as usize].state != State::Queued {
             return self.take_outcome(id);
         }
-        let entry = &self.entries[slot as usize];
-        let (want, got) = (entry.want, entry.got);
-        self.unlink(slot);
-        self.waiting -= 1;
-        self.unmet -= want - got;
-        self.reserved -= got;
+        let got = self.dequeue(slot);
         self.running += got;
         self.free(slot);
         self.settle(false);
@@ -569,11 +559,7 @@ impl Machine {
                     break;
                 }
                 let failure = self.failure().unwrap_or(Failure::Eof);
-                let got = entry.got;
-                self.unlink(slot);
-                self.waiting -= 1;
-                self.unmet -= need;
-                self.reserved -= got;
+                self.dequeue(slot);
                 self.set_failed(slot, failure);
                 continue;
             }
@@ -583,16 +569,25 @@ impl Machine {
             if give < need {
                 break;
             }
-            let want = self.entries[slot as usize].want;
-            self.unlink(slot);
-            self.waiting -= 1;
-            self.reserved -= want;
+            let want = self.dequeue(slot);
             self.running += want;
             self.entries[slot as usize].state = State::Granted;
             let generation = self.entries[slot as usize].generation;
             self.actions
                 .push_back(Action::Grant(WaiterId { slot, generation }));
         }
+    }
+
+    /// Takes a queued request out of the queue and out of the demand and promise counts.
+    /// Returns the units that were promised to it.
+    fn dequeue(&mut self, slot: u32) -> usize {
+        let entry = &self.entries[slot as usize];
+        let (want, got) = (entry.want, entry.got);
+        self.unlink(slot);
+        self.waiting -= 1;
+        self.unmet -= want - got;
+        self.reserved -= got;
+        got
     }
 
     fn return_surplus(&mut self) {

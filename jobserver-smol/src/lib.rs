@@ -37,18 +37,7 @@ use std::task::{ready, Context, Poll};
 
 use async_io::Async;
 
-pub use jobserver_io::{
-    EnvVar, Error, ErrorKind, Jobs, MakeFlags, Mode, ReleasePolicy, Report, Stats,
-};
-
-/// The jobserver client for async-io. See [`jobserver_io::Client`] for every method.
-pub type Client = jobserver_io::Client<AsyncIoReactor>;
-/// Tokens granted by a [`Client`]; released on drop.
-pub type Token = jobserver_io::Token<AsyncIoReactor>;
-/// A pool of our own; see [`jobserver_io::Server`].
-pub type Server = jobserver_io::Server<AsyncIoReactor>;
-/// The future returned by [`Client::acquire`](jobserver_io::Client::acquire).
-pub type Acquire = jobserver_io::Acquire<AsyncIoReactor>;
+jobserver_io::adapter_api!(AsyncIoReactor, "async-io (smol)");
 
 /// An `async_process::Command` for `program` whose child shares `client`'s jobserver.
 pub fn command(client: &Client, program: impl AsRef<OsStr>) -> async_process::Command {

@@ -45,18 +45,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-pub use jobserver_io::{
-    EnvVar, Error, ErrorKind, Jobs, MakeFlags, Mode, ReleasePolicy, Report, Stats,
-};
-
-/// The jobserver client for tokio. See [`jobserver_io::Client`] for every method.
-pub type Client = jobserver_io::Client<TokioReactor>;
-/// Tokens granted by a [`Client`]; released on drop.
-pub type Token = jobserver_io::Token<TokioReactor>;
-/// A pool of our own; see [`jobserver_io::Server`].
-pub type Server = jobserver_io::Server<TokioReactor>;
-/// The future returned by [`Client::acquire`](jobserver_io::Client::acquire).
-pub type Acquire = jobserver_io::Acquire<TokioReactor>;
+jobserver_io::adapter_api!(TokioReactor, "tokio");
 
 /// Reads the jobserver through tokio's reactor (`AsyncFd`).
 #[derive(Debug)]
