@@ -37,6 +37,7 @@ use crate::client::Mode;
 use crate::driver::Reactor;
 use crate::error::Error;
 use crate::sys;
+use crate::Stats;
 
 /// The token type of the blocking client.
 pub type Token = crate::Token<ThreadReactor>;
@@ -216,6 +217,28 @@ impl Client {
         crate::Client::from_env_or_new(jobs).map(Client::from)
     }
 
+    /// [`Client::from_env`] with a custom variable lookup; see
+    /// [`crate::Client::from_env_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::from_env`].
+    pub fn from_env_with(lookup: impl FnMut(&str) -> Option<Vec<u8>>) -> Result<Self, Error> {
+        crate::Client::from_env_with(lookup).map(Client::from)
+    }
+
+    /// [`Client::from_env_or_new`] with a custom variable lookup.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::from_env_or_new`].
+    pub fn from_env_or_new_with(
+        jobs: usize,
+        lookup: impl FnMut(&str) -> Option<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        crate::Client::from_env_or_new_with(jobs, lookup).map(Client::from)
+    }
+
     /// Blocks until one token is granted; see [`crate::Client::acquire`].
     ///
     /// # Errors
@@ -255,6 +278,31 @@ impl Client {
     /// Lets `cmd`'s child share the jobserver; see [`crate::Client::configure`].
     pub fn configure<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         self.inner.configure(cmd)
+    }
+
+    /// Counters and gauges of the token machine; see [`crate::Client::stats`].
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// Tokens waiting in the jobserver pipe now; see [`crate::Client::available`].
+    ///
+    /// # Errors
+    ///
+    /// When the ioctl fails.
+    pub fn available(&self) -> io::Result<Option<usize>> {
+        self.inner.available()
+    }
+
+    /// The most recent failure to write a token back; see
+    /// [`crate::Client::take_release_error`].
+    pub fn take_release_error(&self) -> Option<io::Error> {
+        self.inner.take_release_error()
+    }
+
+    /// Why the client fell back to the implicit slot; see [`crate::Client::degraded`].
+    pub fn degraded(&self) -> Option<&Error> {
+        self.inner.degraded()
     }
 
     /// The async-shaped client underneath (same machine, same connection).

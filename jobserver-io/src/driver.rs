@@ -275,6 +275,9 @@ impl<R: Reactor> Shared<R> {
         let mut wake = WakeList::new();
         let mut state = self.lock();
         let id = state.machine.acquire(units);
+        // A non-blocking try must look at the pipe now, even while an earlier read waits for
+        // readiness: tokens may have arrived that the reactor has not reported yet.
+        state.machine.handle_readable();
         self.pump(&mut state, &mut wake);
         let result = if partial {
             let outcome = state.machine.take_partial(id);

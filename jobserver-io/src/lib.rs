@@ -43,7 +43,7 @@ pub use server::Server;
 /// adapter crate exports the same API: `Client`, `Token`, `Server`, `Acquire`, and the error
 /// and configuration types.
 ///
-/// ```ignore
+/// ```text
 /// jobserver_io::adapter_api!(TokioReactor, "tokio");
 /// ```
 #[macro_export]

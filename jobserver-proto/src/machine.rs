@@ -476,6 +476,9 @@ impl Machine {
 
     /// The jobserver became readable (or the adapter's wait ended for another reason). A new
     /// read is asked for if requests still wait.
+    ///
+    /// Also call it to force a read attempt now while a readiness wait is armed, as a
+    /// non-blocking "try" does: an extra read that finds nothing costs one would-block.
     pub fn handle_readable(&mut self) {
         if self.read == ReadState::Armed {
             self.read = ReadState::Idle;

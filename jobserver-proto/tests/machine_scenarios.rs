@@ -217,3 +217,20 @@ fn stale_ids_are_ignored() {
     assert_eq!(a.index(), b.index());
     m.release(p);
 }
+
+#[test]
+fn handle_readable_forces_a_read_while_armed() {
+    // A non-blocking try must not be stuck behind a readiness wait that is still armed.
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let _b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_would_block();
+    let c = m.acquire(1);
+    assert_eq!(actions(&mut m), [], "armed: no read of its own");
+    m.handle_readable();
+    assert_eq!(actions(&mut m), [Action::Read { max: 2 }]);
+    m.handle_read(b"t");
+    m.cancel(c);
+    let _ = (a, actions(&mut m));
+}

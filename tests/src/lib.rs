@@ -3,5 +3,6 @@
 
 pub mod drivers;
 pub mod peers;
+pub mod timeline;
 
 pub use drivers::Driver;

@@ -6,11 +6,16 @@ use std::process::Command;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn find(env_var: &str, default: PathBuf, version_arg: &str, expect: &str) -> PathBuf {
-    let path = std::env::var_os(env_var).map(PathBuf::from).unwrap_or(default);
+    let path = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or(default);
     let output = Command::new(&path).arg(version_arg).output();
     match output {
         Ok(out) if String::from_utf8_lossy(&out.stdout).contains(expect) => path,
@@ -33,10 +38,20 @@ pub fn make43() -> PathBuf {
 
 /// GNU make 4.4.1 from `.peers/` (override with `MAKE44`).
 pub fn make44() -> PathBuf {
-    find("MAKE44", workspace_root().join(".peers/bin/make-4.4.1"), "--version", "GNU Make 4.4.1")
+    find(
+        "MAKE44",
+        workspace_root().join(".peers/bin/make-4.4.1"),
+        "--version",
+        "GNU Make 4.4.1",
+    )
 }
 
 /// ninja 1.13.2 from `.peers/` (override with `NINJA`).
 pub fn ninja() -> PathBuf {
-    find("NINJA", workspace_root().join(".peers/bin/ninja"), "--version", "1.13.2")
+    find(
+        "NINJA",
+        workspace_root().join(".peers/bin/ninja"),
+        "--version",
+        "1.13.2",
+    )
 }

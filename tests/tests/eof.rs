@@ -1,0 +1,160 @@
+//! The server going away and failed writes are visible, never a hang or a silent loss.
+//!
+//! A client keeps a private write end of its own pipe open, so end-of-file on a single pipe
+//! can never be seen. These tests therefore connect with `R` from one test pipe and `W` from a
+//! different one (the client checks each descriptor on its own): closing the test's write end
+//! of the `R` pipe is then "make exited".
+
+mod fixture;
+
+use fixture::{fill, poll_once, within, TestPipe};
+use jobserver_io::ErrorKind;
+use jobserver_tests::Driver;
+
+jobserver_tests::conformance!(
+    server_gone_fails_every_waiter_and_later_acquires,
+    server_gone_gives_back_tokens_promised_to_failed_requests,
+    failed_write_back_is_counted_and_reported,
+);
+
+/// Connects R from `reads` and W from `writes`.
+fn split_auth(reads: &TestPipe, writes: &TestPipe) -> String {
+    use std::os::fd::AsRawFd;
+    format!(
+        "{},{}",
+        reads.read_fd().as_raw_fd(),
+        writes.write_fd().as_raw_fd()
+    )
+}
+
+fn server_gone_fails_every_waiter_and_later_acquires<D: Driver>() {
+    D::block_on(async {
+        let mut reads = TestPipe::new();
+        let writes = TestPipe::new();
+        let client = fixture::connect::<D>(&split_auth(&reads, &writes));
+        let implicit = client.acquire().await.expect("implicit slot");
+
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let client = client.clone();
+                D::spawn(async move { client.acquire().await.map(|t| t.units()) })
+            })
+            .collect();
+        // Also one waiting acquire_many, polled by the test itself.
+        let mut many = client.acquire_many(2);
+        assert!(poll_once(&mut many).is_pending());
+        fixture::wait_until("4 requests waiting", || client.stats().waiting == 4).await;
+
+        // "make exits": the last write end of the pipe we read from goes away.
+        drop(reads.write.take());
+
+        for waiter in waiters {
+            let err = within("a waiter to fail", waiter)
+                .await
+                .expect_err("no token can come from a closed jobserver");
+            assert_eq!(err.kind(), ErrorKind::ServerGone, "{}: {err}", D::NAME);
+            assert!(err.to_string().contains("exited"), "{err}");
+        }
+        let err = fixture::poll_until_ready("acquire_many to fail", &mut many)
+            .await
+            .expect_err("closed jobserver");
+        assert_eq!(err.kind(), ErrorKind::ServerGone, "{}: {err}", D::NAME);
+        assert_eq!(client.stats().waiting, 0);
+
+        // Later requests fail at once while the implicit slot is taken...
+        let err = within("a later acquire", client.acquire())
+            .await
+            .expect_err("closed jobserver");
+        assert_eq!(err.kind(), ErrorKind::ServerGone);
+        let err = client.try_acquire().expect_err("closed jobserver");
+        assert_eq!(err.kind(), ErrorKind::ServerGone);
+        // ...and the implicit slot still works once it is free.
+        drop(implicit);
+        let token = within("acquire with the implicit slot", client.acquire())
+            .await
+            .expect("the implicit slot needs no jobserver");
+        assert_eq!(token.units(), 1);
+        let stats = client.stats();
+        assert_eq!((stats.bytes_read, stats.bytes_held), (0, 0), "{stats:?}");
+    });
+}
+
+/// A request that holds part of its tokens when the server goes away fails, and the bytes
+/// promised to it are written back, not kept.
+fn server_gone_gives_back_tokens_promised_to_failed_requests<D: Driver>() {
+    D::block_on(async {
+        let mut reads = TestPipe::new();
+        let writes = TestPipe::new();
+        let client = fixture::connect::<D>(&split_auth(&reads, &writes));
+        let implicit = client.acquire().await.expect("implicit slot");
+
+        let mut many = client.acquire_many(2);
+        assert!(poll_once(&mut many).is_pending());
+        fixture::put(reads.write_fd(), b"x");
+        fixture::wait_until("1 of 2 bytes read", || client.stats().bytes_read == 1).await;
+        assert_eq!(client.stats().reserved, 1);
+
+        drop(reads.write.take());
+        let err = fixture::poll_until_ready("acquire_many to fail", &mut many)
+            .await
+            .expect_err("closed jobserver");
+        assert_eq!(err.kind(), ErrorKind::ServerGone, "{}: {err}", D::NAME);
+        let stats = client.stats();
+        assert_eq!((stats.reserved, stats.bytes_held), (0, 0), "{stats:?}");
+        assert_eq!(
+            fixture::drain_sorted(writes.read_fd()),
+            b"x",
+            "the promised byte is written back"
+        );
+        drop(implicit);
+    });
+}
+
+/// With the W pipe full, giving back an explicit token fails: `Drop` counts it and keeps the
+/// error for `take_release_error`, and `Token::release` returns it.
+fn failed_write_back_is_counted_and_reported<D: Driver>() {
+    D::block_on(async {
+        let reads = TestPipe::new();
+        let writes = TestPipe::new();
+        let client = fixture::connect::<D>(&split_auth(&reads, &writes));
+        let implicit = client.acquire().await.expect("implicit slot");
+
+        fixture::put(reads.write_fd(), b"xy");
+        let dropped = within("acquire", client.acquire()).await.expect("token");
+        let released = within("acquire", client.acquire()).await.expect("token");
+        assert_eq!(client.stats().bytes_held, 2);
+        assert!(client.take_release_error().is_none());
+
+        fill(writes.write_fd());
+        let full = fixture::count(writes.read_fd());
+
+        drop(dropped);
+        let stats = client.stats();
+        assert_eq!(stats.write_failures, 1, "{}: {stats:?}", D::NAME);
+        assert_eq!(stats.bytes_held, 1, "{stats:?}");
+        let err = client
+            .take_release_error()
+            .expect("the failed write is reported");
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
+        assert!(client.take_release_error().is_none(), "taken once");
+
+        let err = released.release().expect_err("the pipe is full");
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        assert!(std::error::Error::source(&err).is_some(), "the OS error");
+        assert_eq!(client.stats().write_failures, 2);
+        assert!(
+            client.take_release_error().is_none(),
+            "release() reported it already"
+        );
+        assert_eq!(
+            fixture::count(writes.read_fd()),
+            full,
+            "nothing was written"
+        );
+
+        // The implicit slot never touches the pipe, so it releases fine.
+        drop(implicit);
+        assert_eq!(client.stats().write_failures, 2);
+        assert!(client.take_release_error().is_none());
+    });
+}

@@ -1,0 +1,282 @@
+//! A pool of our own: it accounts for every token at shutdown (lost and extra ones), refuses
+//! sizes it cannot hold without hanging, cleans up its fifo, and hands its pipe to the
+//! children it configures and to no others.
+
+mod fixture;
+
+use std::os::unix::fs::FileTypeExt;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use fixture::within;
+use jobserver_io::{ErrorKind, Server};
+use jobserver_tests::Driver;
+
+jobserver_tests::conformance!(
+    shutdown_is_balanced_after_use,
+    forgotten_token_is_reported_lost,
+    injected_bytes_are_reported_extra,
+    zero_jobs_is_a_capacity_error,
+    pool_larger_than_any_pipe_fails_promptly,
+    pool_larger_than_default_pipe_resizes_or_refuses,
+    fifo_exists_while_server_or_client_lives,
+    configure_hands_the_pipe_to_that_child_only,
+    configured_command_keeps_the_pipe_after_server_drop,
+);
+
+fn shutdown_is_balanced_after_use<D: Driver>() {
+    for fifo in [false, true] {
+        D::block_on(async {
+            let server = if fifo {
+                Server::<D>::new_fifo(4)
+            } else {
+                Server::<D>::new(4)
+            }
+            .expect("server");
+            assert_eq!(server.jobs(), 4);
+            assert_eq!(server.available().unwrap(), 3);
+            let client = server.client().expect("client");
+            let tokens = within("4 tokens", client.acquire_many(4))
+                .await
+                .expect("tokens");
+            assert_eq!(server.available().unwrap(), 0);
+            assert!(client.try_acquire().expect("try").is_none());
+            drop(tokens);
+            drop(client);
+            let report = server.shutdown().expect("shutdown");
+            assert!(report.is_balanced(), "fifo={fifo}: {report}");
+            assert_eq!((report.expected, report.returned), (3, 3));
+        });
+    }
+}
+
+/// A `Token` that holds an explicit byte (units 2: the implicit slot plus one byte) and is
+/// forgotten keeps that byte out of the pool; shutdown reports it.
+///
+/// (Forgetting one of two single-unit tokens would not do: tokens are interchangeable units,
+/// so when the other one is released the process still needs no byte and writes it back.)
+fn forgotten_token_is_reported_lost<D: Driver>() {
+    D::block_on(async {
+        let server = Server::<D>::new(4).expect("server");
+        let client = server.client().expect("client");
+        let token = within("2 tokens", client.acquire_many(2))
+            .await
+            .expect("tokens");
+        assert_eq!(client.stats().bytes_held, 1);
+        std::mem::forget(token);
+        drop(client);
+        assert_eq!(server.available().unwrap(), 2);
+        let report = server.shutdown().expect("shutdown");
+        assert_eq!(report.lost(), 1, "{report}");
+        assert_eq!(report.extra(), 0);
+        assert!(!report.is_balanced());
+        assert!(report.to_string().contains("1 of 3"), "{report}");
+    });
+}
+
+/// The `R,W` of a pipe pool's `MAKEFLAGS`.
+fn pipe_fds(makeflags: &std::ffi::OsStr) -> (i32, i32) {
+    let value = makeflags.to_str().expect("utf-8");
+    let auth = value
+        .split(' ')
+        .filter_map(|w| w.strip_prefix("--jobserver-auth="))
+        .next_back()
+        .expect("--jobserver-auth");
+    let (r, w) = auth.split_once(',').expect("R,W");
+    (r.parse().expect("R"), w.parse().expect("W"))
+}
+
+fn injected_bytes_are_reported_extra<D: Driver>() {
+    let server = Server::<D>::new(2).expect("server");
+    let (_, write) = pipe_fds(server.makeflags());
+    // Another process writes a token it never read (a new description of the pool's pipe).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{write}"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"+"))
+        .expect("writing into the pool");
+    assert_eq!(server.available().unwrap(), 2);
+    let report = server.shutdown().expect("shutdown");
+    assert_eq!((report.expected, report.returned), (1, 2));
+    assert_eq!(report.extra(), 1, "{report}");
+    assert_eq!(report.lost(), 0);
+    assert!(report.to_string().contains("more than"), "{report}");
+}
+
+fn zero_jobs_is_a_capacity_error<D: Driver>() {
+    for result in [Server::<D>::new(0), Server::<D>::new_fifo(0)] {
+        let err = result.expect_err("a pool needs a job");
+        assert_eq!(err.kind(), ErrorKind::Capacity, "{err}");
+        assert!(err.to_string().contains("at least 1"), "{err}");
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it does not return within `limit`.
+fn promptly<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
+}
+
+fn pool_larger_than_any_pipe_fails_promptly<D: Driver>() {
+    // 2^31 + 1 tokens: more than F_SETPIPE_SZ can ever grant (at most 2^31 bytes).
+    let jobs = (1usize << 31) + 2;
+    for fifo in [false, true] {
+        let err = promptly("Server::new(2^31 + 2)", fixture::HANG, move || {
+            if fifo {
+                Server::<D>::new_fifo(jobs).map(drop)
+            } else {
+                Server::<D>::new(jobs).map(drop)
+            }
+        })
+        .expect_err("cannot hold 2^31 + 1 tokens");
+        assert_eq!(err.kind(), ErrorKind::Capacity, "fifo={fifo}: {err}");
+        assert!(err.to_string().contains("fewer jobs"), "{err}");
+    }
+}
+
+fn pool_larger_than_default_pipe_resizes_or_refuses<D: Driver>() {
+    const JOBS: usize = 70_000;
+    match promptly("Server::new(70_000)", fixture::HANG, || {
+        Server::<D>::new(JOBS)
+    }) {
+        Ok(server) => {
+            eprintln!("{}: a pool of {JOBS} works: the pipe was resized", D::NAME);
+            assert_eq!(server.available().unwrap(), JOBS - 1);
+            assert!(server.makeflags().to_str().unwrap().starts_with("-j70000 "));
+            let report = server.shutdown().expect("shutdown");
+            assert!(report.is_balanced(), "{report}");
+        }
+        Err(err) => {
+            eprintln!("{}: a pool of {JOBS} is refused: {err}", D::NAME);
+            assert_eq!(err.kind(), ErrorKind::Capacity, "{err}");
+        }
+    }
+}
+
+fn fifo_exists_while_server_or_client_lives<D: Driver>() {
+    D::block_on(async {
+        let server = Server::<D>::new_fifo(2).expect("fifo server");
+        let path = server.fifo_path().expect("path").to_owned();
+        let is_fifo = || {
+            std::fs::symlink_metadata(&path)
+                .map(|m| m.file_type().is_fifo())
+                .unwrap_or(false)
+        };
+        assert!(is_fifo(), "{}", path.display());
+        let value = server.makeflags().to_str().expect("utf-8").to_owned();
+        assert!(
+            value.ends_with(&format!("--jobserver-auth=fifo:{}", path.display())),
+            "{value}"
+        );
+        let client = server.client().expect("client");
+        drop(server);
+        assert!(is_fifo(), "a client of the pool keeps the fifo");
+        let token = within("2 tokens", client.acquire_many(2))
+            .await
+            .expect("the pool still works");
+        drop(token);
+        drop(client);
+        assert!(!path.exists(), "{} left behind", path.display());
+
+        // Without any client too.
+        let server = Server::<D>::new_fifo(2).expect("fifo server");
+        let path = server.fifo_path().expect("path").to_owned();
+        assert!(path.exists());
+        drop(server);
+        assert!(!path.exists(), "{} left behind", path.display());
+    });
+}
+
+/// `pipe:[inode]`, as `/proc/<pid>/fd` shows a descriptor of this pipe.
+fn pipe_id(fd: i32) -> String {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("readlink");
+    let link = link.to_str().expect("utf-8").to_owned();
+    assert!(link.starts_with("pipe:["), "{link}");
+    link
+}
+
+const SHOW: &str = r#"echo "$MAKEFLAGS"; echo "$CARGO_MAKEFLAGS"; ls -l /proc/self/fd"#;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("running sh");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "the child complained: {stderr}");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// True if the `ls -l /proc/self/fd` output shows descriptor `fd` as `target`.
+fn has_fd(listing: &str, fd: i32, target: &str) -> bool {
+    listing
+        .lines()
+        .any(|l| l.ends_with(&format!(" {fd} -> {target}")))
+}
+
+fn configure_hands_the_pipe_to_that_child_only<D: Driver>() {
+    D::block_on(async {
+        let server = Server::<D>::new(3).expect("server");
+        // A client too: its private descriptions must not leak either.
+        let client = server.client().expect("client");
+        let _token = client.acquire().await.expect("token");
+        let (read, write) = pipe_fds(server.makeflags());
+        let id = pipe_id(read);
+        assert_eq!(pipe_id(write), id);
+
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", SHOW]).env_remove("MAKEFLAGS");
+        server.configure(&mut cmd);
+        let out = run(&mut cmd);
+        let mut lines = out.lines();
+        let expected = server.makeflags().to_str().unwrap();
+        assert_eq!(lines.next(), Some(expected), "MAKEFLAGS:\n{out}");
+        assert_eq!(lines.next(), Some(expected), "CARGO_MAKEFLAGS:\n{out}");
+        assert!(has_fd(&out, read, &id), "R not inherited:\n{out}");
+        assert!(has_fd(&out, write, &id), "W not inherited:\n{out}");
+
+        // The client's configure hands on the same pool.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", SHOW]);
+        client.configure(&mut cmd);
+        let out = run(&mut cmd);
+        assert_eq!(out.lines().next(), Some(expected), "{out}");
+        assert!(has_fd(&out, read, &id) && has_fd(&out, write, &id), "{out}");
+
+        // A command nobody configured gets no descriptor of the pipe at all.
+        let out = run(Command::new("sh").args(["-c", SHOW]));
+        assert!(
+            !out.contains(&id),
+            "an unconfigured child inherited {id}:\n{out}"
+        );
+        assert!(!out.lines().next().unwrap().contains(&id));
+    });
+}
+
+fn configured_command_keeps_the_pipe_after_server_drop<D: Driver>() {
+    let server = Server::<D>::new(3).expect("server");
+    let (read, write) = pipe_fds(server.makeflags());
+    let id = pipe_id(read);
+    let expected = server.makeflags().to_str().unwrap().to_owned();
+    let mut cmd = Command::new("sh");
+    // The child also takes the 2 tokens, proving the pool is usable, not just open. (dash
+    // cannot redirect from descriptors above 9, so `head` opens /dev/fd/R.)
+    cmd.args([
+        "-c",
+        &format!("{SHOW}; head -c 2 /dev/fd/{read} | od -An -c | tr -d ' \\n'; echo"),
+    ]);
+    server.configure(&mut cmd);
+    drop(server);
+    let out = run(&mut cmd);
+    assert_eq!(out.lines().next(), Some(expected.as_str()), "{out}");
+    assert!(has_fd(&out, read, &id), "R closed with the server:\n{out}");
+    assert!(has_fd(&out, write, &id), "W closed with the server:\n{out}");
+    assert_eq!(out.lines().last(), Some("++"), "tokens:\n{out}");
+}
