@@ -154,14 +154,21 @@ fn fd_problem_error(
         }
         FdProblem::WrongAccessMode => "is a pipe opened in the wrong direction",
     };
-    Error::new(
+    let err = Error::new(
         ErrorKind::BadFds,
         format!(
             "{var} names jobserver file descriptors {read},{write}, but descriptor {fd} {what}. \
              make closes them for commands it does not treat as recursive: mark the make rule \
              recursive by prefixing the recipe line with `+` (or use $(MAKE) in it)"
         ),
-    )
+    );
+    match problem {
+        // The OS error behind "not open", for callers that walk the source chain.
+        FdProblem::Closed => err.with_source(io::Error::from_raw_os_error(
+            rustix::io::Errno::BADF.raw_os_error(),
+        )),
+        _ => err,
+    }
 }
 
 impl<R: Reactor> Client<R> {
@@ -428,6 +435,8 @@ impl<R: Reactor> Client<R> {
     ///
     /// Cancel-safe: dropping the future gives back every token held for it (to the next
     /// request or to the jobserver).
+    ///
+    /// `acquire_many(0)` completes at once (in its turn) with a token of zero units.
     ///
     /// # Errors
     ///
