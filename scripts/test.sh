@@ -21,5 +21,8 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
 step "cargo test"
 cargo test --workspace --locked
 
+step "benchmarks, smoke mode (so none of them rots; figures not meaningful)"
+bash scripts/bench.sh --smoke
+
 step "demo (the README's first command)"
 cargo run --locked -q -p jobserver-tokio --example demo

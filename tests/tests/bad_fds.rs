@@ -83,8 +83,13 @@ fn closed_fds_are_bad_fds_and_ask_for_plus<D: Driver>() {
     assert!(msg.contains(&format!("{read},{write}")), "{msg}");
     assert!(msg.contains("not open"), "{msg}");
     let source = std::error::Error::source(&err).expect("EBADF is the source");
-    let os = source.downcast_ref::<std::io::Error>().expect("an io::Error");
-    assert_eq!(os.raw_os_error(), Some(rustix::io::Errno::BADF.raw_os_error()));
+    let os = source
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(
+        os.raw_os_error(),
+        Some(rustix::io::Errno::BADF.raw_os_error())
+    );
 }
 
 fn regular_file_fd_is_bad_fds<D: Driver>() {
