@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use jobserver_io::{Error, Reactor};
+use jobserver_io::{Error, Filled, Reactor};
 
 /// Process-wide counters of every [`CountingReactor`].
 #[derive(Debug)]
@@ -104,7 +104,7 @@ impl<R: Reactor> Reactor for CountingReactor<R> {
         self.inner.fd()
     }
 
-    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
         REACTOR_COUNTS.poll_read.fetch_add(1, Relaxed);
         let waker = {
             let mut cached = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
@@ -119,7 +119,7 @@ impl<R: Reactor> Reactor for CountingReactor<R> {
         };
         let result = self.inner.poll_read(&mut Context::from_waker(&waker), buf);
         match &result {
-            Poll::Ready(Ok(n)) if *n > 0 => {
+            Poll::Ready(Ok(filled)) if filled.len > 0 => {
                 REACTOR_COUNTS.reads_with_bytes.fetch_add(1, Relaxed);
             }
             Poll::Pending => {

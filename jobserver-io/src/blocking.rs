@@ -34,7 +34,7 @@ use std::thread::{self, Thread};
 use rustix::event::{poll, PollFd, PollFlags};
 
 use crate::client::Mode;
-use crate::driver::Reactor;
+use crate::driver::{Filled, Reactor};
 use crate::error::Error;
 use crate::sys;
 use crate::Stats;
@@ -136,15 +136,27 @@ impl Reactor for ThreadReactor {
         self.inner.fd.as_fd()
     }
 
-    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
+        let arm = || {
+            let mut watch = self.inner.lock();
+            watch.waker = Some(cx.waker().clone());
+            self.inner.armed.notify_one();
+        };
         match sys::read(self.inner.fd.as_fd(), buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut watch = self.inner.lock();
-                watch.waker = Some(cx.waker().clone());
-                self.inner.armed.notify_one();
+                arm();
                 Poll::Pending
             }
-            other => Poll::Ready(other),
+            // The pipe ran empty: the helper's poll(2) is level-triggered, so arming now
+            // cannot miss a byte that arrives in between.
+            Ok(n) if n > 0 && n < buf.len() => {
+                arm();
+                Poll::Ready(Ok(Filled {
+                    len: n,
+                    armed: true,
+                }))
+            }
+            other => Poll::Ready(other.map(Filled::unarmed)),
         }
     }
 }
@@ -171,17 +183,23 @@ impl Wake for Unpark {
     }
 }
 
+thread_local! {
+    /// This thread's waker for [`block_on`], made once.
+    static UNPARK: Waker = Waker::from(Arc::new(Unpark(thread::current())));
+}
+
 /// Runs a future to completion on this thread, parking between polls.
 fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
+    UNPARK.with(|waker| {
+        let mut cx = Context::from_waker(waker);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            thread::park();
         }
-        thread::park();
-    }
+    })
 }
 
 /// A jobserver client with blocking methods. Same semantics and errors as the async clients.

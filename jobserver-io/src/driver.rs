@@ -36,9 +36,30 @@ pub trait Reactor: Send + Sync + Sized + 'static {
     /// Reads at most `buf.len()` bytes without blocking. When nothing can be read, arranges for
     /// `cx`'s waker to be woken once the descriptor is readable and returns `Pending`.
     ///
-    /// It must try the read before waiting, must not return `WouldBlock` as an error, and must
-    /// not wake the waker from inside this call.
-    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+    /// A short read (fewer than `buf.len()` bytes, but some) means the pipe ran empty; the
+    /// reactor should then arm itself for the next readability as for `Pending` and say so with
+    /// [`Filled::armed`], which spares the driver a read that could only find nothing.
+    ///
+    /// It must try the read before waiting unless it knows the descriptor is still empty, must
+    /// not return `WouldBlock` as an error, and must not wake the waker from inside this call.
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>>;
+}
+
+/// What one [`Reactor::poll_read`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filled {
+    /// Bytes read into the buffer; 0 means end-of-file.
+    pub len: usize,
+    /// The read came back short because the pipe ran empty, and the reactor is already armed
+    /// to wake the waker at the next readability.
+    pub armed: bool,
+}
+
+impl Filled {
+    /// A read of `len` bytes after which the reactor is not armed.
+    pub fn unarmed(len: usize) -> Self {
+        Filled { len, armed: false }
+    }
 }
 
 /// The connection to a jobserver: where tokens are read and where they are written back.
@@ -86,6 +107,13 @@ impl State {
             *slot = None;
         }
     }
+}
+
+fn unknown_request() -> Error {
+    Error::new(
+        ErrorKind::Io,
+        "internal error: the request is unknown to the token machine",
+    )
 }
 
 /// Wakers to wake once the lock is released.
@@ -185,8 +213,13 @@ impl<R: Reactor> Shared<R> {
                     let len = max.min(buf.len());
                     let mut cx = Context::from_waker(&self.read_waker);
                     match conn.reader.poll_read(&mut cx, &mut buf[..len]) {
-                        Poll::Ready(Ok(0)) => state.machine.handle_eof(),
-                        Poll::Ready(Ok(n)) => state.machine.handle_read(&buf[..n]),
+                        Poll::Ready(Ok(Filled { len: 0, .. })) => state.machine.handle_eof(),
+                        Poll::Ready(Ok(Filled { len, armed: true })) => {
+                            state.machine.handle_read_drained(&buf[..len]);
+                        }
+                        Poll::Ready(Ok(Filled { len, armed: false })) => {
+                            state.machine.handle_read(&buf[..len]);
+                        }
                         Poll::Ready(Err(err)) => {
                             state.read_error = Some(err.to_string());
                             state.machine.handle_read_error(err.kind());
@@ -237,31 +270,20 @@ impl<R: Reactor> Shared<R> {
         }
     }
 
-    fn outcome(
-        self: &Arc<Self>,
-        outcome: Outcome,
-        state: &State,
-    ) -> Option<Result<Token<R>, Error>> {
+    fn outcome(&self, outcome: Outcome, state: &State) -> Option<Result<Permit, Error>> {
         match outcome {
             Outcome::Pending => None,
-            Outcome::Granted(permit) => Some(Ok(Token {
-                shared: self.clone(),
-                permit: Some(permit),
-            })),
+            Outcome::Granted(permit) => Some(Ok(permit)),
             Outcome::Failed(failure) => Some(Err(self.failure_error(failure, state))),
-            Outcome::Unknown => Some(Err(Error::new(
-                ErrorKind::Io,
-                "internal error: the request is unknown to the token machine",
-            ))),
+            Outcome::Unknown => Some(Err(unknown_request())),
         }
     }
 
     pub(crate) fn acquire(self: &Arc<Self>, units: usize) -> Acquire<R> {
         Acquire {
-            shared: self.clone(),
+            shared: Some(self.clone()),
             units,
             id: None,
-            done: false,
         }
     }
 
@@ -295,8 +317,14 @@ impl<R: Reactor> Shared<R> {
         drop(state);
         wake_all(wake);
         match result {
-            Some(Ok(token)) if token.units() == 0 => Ok(None),
-            Some(Ok(token)) => Ok(Some(token)),
+            Some(Ok(permit)) if permit.units() == 0 => {
+                self.release(permit);
+                Ok(None)
+            }
+            Some(Ok(permit)) => Ok(Some(Token {
+                shared: self.clone(),
+                permit: Some(permit),
+            })),
             Some(Err(err)) => Err(err),
             None => Ok(None),
         }
@@ -328,10 +356,10 @@ impl<R: Reactor> Shared<R> {
 /// than parking it.
 #[must_use = "futures do nothing unless polled"]
 pub struct Acquire<R: Reactor> {
-    shared: Arc<Shared<R>>,
+    /// Handed to the token on completion; `None` once the future has completed.
+    shared: Option<Arc<Shared<R>>>,
     units: usize,
     id: Option<WaiterId>,
-    done: bool,
 }
 
 impl<R: Reactor> std::fmt::Debug for Acquire<R> {
@@ -348,13 +376,12 @@ impl<R: Reactor> Future for Acquire<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.done {
+        let Some(shared) = this.shared.as_deref() else {
             return Poll::Ready(Err(Error::new(
                 ErrorKind::Io,
                 "an Acquire future was polled after it completed",
             )));
-        }
-        let shared = &this.shared;
+        };
         let mut wake = WakeList::new();
         let mut state = shared.lock();
         let id = match this.id {
@@ -374,21 +401,29 @@ impl<R: Reactor> Future for Acquire<R> {
         } else {
             state.clear_waker(id);
             this.id = None;
-            this.done = true;
         }
         drop(state);
         wake_all(wake);
-        match result {
-            Some(result) => Poll::Ready(result),
-            None => Poll::Pending,
-        }
+        let Some(result) = result else {
+            return Poll::Pending;
+        };
+        // The future is done: its reference to the client moves into the token.
+        let shared = this.shared.take();
+        Poll::Ready(result.and_then(|permit| {
+            shared
+                .map(|shared| Token {
+                    shared,
+                    permit: Some(permit),
+                })
+                .ok_or_else(unknown_request)
+        }))
     }
 }
 
 impl<R: Reactor> Drop for Acquire<R> {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            self.shared.with(|state| {
+        if let (Some(id), Some(shared)) = (self.id.take(), &self.shared) {
+            shared.with(|state| {
                 state.clear_waker(id);
                 state.machine.cancel(id);
             });

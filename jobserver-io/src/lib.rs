@@ -33,7 +33,7 @@ mod server;
 pub mod sys;
 
 pub use client::{Client, Mode};
-pub use driver::{Acquire, Reactor, Token};
+pub use driver::{Acquire, Filled, Reactor, Token};
 pub use error::{Error, ErrorKind};
 pub use jobserver_proto::makeflags::{EnvVar, Jobs, MakeFlags};
 pub use jobserver_proto::{ReleasePolicy, Report, Stats};

@@ -22,8 +22,9 @@
 //! 1. **commands** from the application: [`Machine::acquire`], [`Machine::cancel`],
 //!    [`Machine::take_outcome`], [`Machine::take_partial`], [`Machine::release`];
 //! 2. **events** from the jobserver, each in answer to an action: [`Machine::handle_read`],
-//!    [`Machine::handle_would_block`], [`Machine::handle_readable`], [`Machine::handle_eof`],
-//!    [`Machine::handle_read_error`], [`Machine::handle_write_error`];
+//!    [`Machine::handle_read_drained`], [`Machine::handle_would_block`],
+//!    [`Machine::handle_readable`], [`Machine::handle_eof`], [`Machine::handle_read_error`],
+//!    [`Machine::handle_write_error`];
 //! 3. **output**: after every command or event, drain [`Machine::poll_action`] until it is
 //!    `None`, carrying out each [`Action`] before feeding the next input;
 //! 4. **getters**: [`Machine::stats`], [`Machine::is_closed`], [`Machine::failure`].

@@ -132,7 +132,8 @@ pub enum ReleasePolicy {
 #[must_use]
 pub enum Action {
     /// Try one non-blocking read of at most `max` bytes from the jobserver, then report the
-    /// result with exactly one of [`Machine::handle_read`], [`Machine::handle_would_block`],
+    /// result with exactly one of [`Machine::handle_read`], [`Machine::handle_read_drained`],
+    /// [`Machine::handle_would_block`],
     /// [`Machine::handle_eof`] or [`Machine::handle_read_error`].
     ///
     /// `max` never exceeds the tokens that waiting requests still lack, so the process never
@@ -225,7 +226,8 @@ struct Entry {
 ///    [`cancel`](Self::cancel), [`take_outcome`](Self::take_outcome),
 ///    [`take_partial`](Self::take_partial), [`release`](Self::release).
 /// 2. **Events** from the jobserver, each only in answer to an action:
-///    [`handle_read`](Self::handle_read), [`handle_would_block`](Self::handle_would_block),
+///    [`handle_read`](Self::handle_read), [`handle_read_drained`](Self::handle_read_drained),
+///    [`handle_would_block`](Self::handle_would_block),
 ///    [`handle_readable`](Self::handle_readable), [`handle_eof`](Self::handle_eof),
 ///    [`handle_read_error`](Self::handle_read_error),
 ///    [`handle_write_error`](Self::handle_write_error).
@@ -454,12 +456,24 @@ impl Machine {
     /// are granted to waiting requests and any the process does not need are written back.
     /// An empty slice is the same as [`Machine::handle_eof`].
     pub fn handle_read(&mut self, bytes: &[u8]) {
+        self.take_bytes(bytes, ReadState::Idle);
+    }
+
+    /// Like [`Machine::handle_read`], for a read that came back with fewer bytes than asked
+    /// because the pipe ran empty, after which the adapter already waits for readiness (as
+    /// after [`Machine::handle_would_block`]). No read is asked for until
+    /// [`Machine::handle_readable`], which saves a read that could only find nothing.
+    pub fn handle_read_drained(&mut self, bytes: &[u8]) {
+        self.take_bytes(bytes, ReadState::Armed);
+    }
+
+    fn take_bytes(&mut self, bytes: &[u8], next: ReadState) {
         if bytes.is_empty() {
             self.handle_eof();
             return;
         }
         if self.read == ReadState::InFlight {
-            self.read = ReadState::Idle;
+            self.read = next;
         }
         self.bytes_read += bytes.len() as u64;
         self.bytes.extend_from_slice(bytes);

@@ -36,6 +36,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::task::{ready, Context, Poll};
 
 use async_io::Async;
+use jobserver_io::Filled;
 
 jobserver_io::adapter_api!(AsyncIoReactor, "async-io (smol)");
 
@@ -63,13 +64,36 @@ impl jobserver_io::Reactor for AsyncIoReactor {
         self.fd.get_ref().as_fd()
     }
 
-    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
         loop {
             match jobserver_io::sys::read(self.fd(), buf) {
+                Ok(n) if n > 0 && n < buf.len() => {
+                    // The pipe ran empty: register for the next readability now.
+                    return Poll::Ready(Ok(Filled {
+                        len: n,
+                        armed: self.arm(cx),
+                    }));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(done),
+                done => return Poll::Ready(done.map(Filled::unarmed)),
             }
             ready!(self.fd.poll_readable(cx))?;
         }
+    }
+}
+
+impl AsyncIoReactor {
+    /// Registers `cx`'s waker for the next readability. async-io first reports, once, the event
+    /// that led here; the call after that registers (and re-arms the poller, which reports
+    /// bytes already waiting).
+    fn arm(&self, cx: &mut Context<'_>) -> bool {
+        for _ in 0..2 {
+            match self.fd.poll_readable(cx) {
+                Poll::Pending => return true,
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(_)) => return false,
+            }
+        }
+        false
     }
 }

@@ -40,10 +40,12 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+
+use jobserver_io::Filled;
 
 jobserver_io::adapter_api!(TokioReactor, "tokio");
 
@@ -86,15 +88,34 @@ impl jobserver_io::Reactor for TokioReactor {
         self.fd.get_ref().as_fd()
     }
 
-    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match jobserver_io::sys::read(self.fd(), buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            done => return Poll::Ready(done),
-        }
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
         loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Registered. tokio has seen no readiness since the pipe was last found
+                    // empty; try once anyway (first use, or bytes not reported yet).
+                    return match jobserver_io::sys::read(self.fd(), buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                        Ok(n) => Poll::Ready(Ok(Filled {
+                            len: n,
+                            armed: n > 0 && n < buf.len(),
+                        })),
+                        Err(e) => Poll::Ready(Err(e)),
+                    };
+                }
+            };
             match guard.try_io(|fd| jobserver_io::sys::read(fd.get_ref().as_fd(), buf)) {
-                Ok(done) => return Poll::Ready(done),
+                Ok(Ok(n)) if n > 0 && n < buf.len() => {
+                    // A short read: the pipe ran empty. Clear the readiness seen before the
+                    // read (tokio keeps any newer event) and register for the next one.
+                    guard.clear_ready();
+                    drop(guard);
+                    let armed = self.fd.poll_read_ready(cx).is_pending();
+                    return Poll::Ready(Ok(Filled { len: n, armed }));
+                }
+                Ok(done) => return Poll::Ready(done.map(Filled::unarmed)),
                 // try_io cleared the stale readiness; poll again to register.
                 Err(_would_block) => continue,
             }
