@@ -206,77 +206,46 @@ fn server_process_and_child_share_n<D: Driver>(pool: Pool, peer: Peer) {
     assert!(report.is_balanced(), "{report} ({report:?})");
 }
 
-mod tokio {
-    use super::*;
-    use jobserver_tokio::TokioReactor as D;
-
-    #[test]
-    fn make43_child_under_pipe_pool() {
-        child_stays_within_pool::<D>(Pool::Pipe, Peer::Make43);
-    }
-
-    #[test]
-    fn make44_child_under_pipe_pool() {
-        child_stays_within_pool::<D>(Pool::Pipe, Peer::Make44);
-    }
-
-    #[test]
-    fn make44_child_under_fifo_pool() {
-        child_stays_within_pool::<D>(Pool::Fifo, Peer::Make44);
-    }
-
-    #[test]
-    fn ninja_child_under_pipe_pool() {
-        child_stays_within_pool::<D>(Pool::Pipe, Peer::Ninja);
-    }
-
-    #[test]
-    fn ninja_child_under_fifo_pool() {
-        child_stays_within_pool::<D>(Pool::Fifo, Peer::Ninja);
-    }
-
-    #[test]
-    fn server_process_and_make44_child_share_fifo_pool() {
-        server_process_and_child_share_n::<D>(Pool::Fifo, Peer::Make44);
-    }
+// Every case runs on every driver (tokio, smol, blocking).
+fn make43_child_under_pipe_pool<D: Driver>() {
+    child_stays_within_pool::<D>(Pool::Pipe, Peer::Make43);
 }
 
-mod smol {
-    use super::*;
-    use jobserver_smol::AsyncIoReactor as D;
-
-    #[test]
-    fn make44_child_under_fifo_pool() {
-        child_stays_within_pool::<D>(Pool::Fifo, Peer::Make44);
-    }
-
-    #[test]
-    fn ninja_child_under_pipe_pool() {
-        child_stays_within_pool::<D>(Pool::Pipe, Peer::Ninja);
-    }
-
-    #[test]
-    fn server_process_and_ninja_child_share_pipe_pool() {
-        server_process_and_child_share_n::<D>(Pool::Pipe, Peer::Ninja);
-    }
+fn make44_child_under_pipe_pool<D: Driver>() {
+    child_stays_within_pool::<D>(Pool::Pipe, Peer::Make44);
 }
 
-mod blocking {
-    use super::*;
-    use jobserver_io::blocking::ThreadReactor as D;
-
-    #[test]
-    fn make43_child_under_pipe_pool() {
-        child_stays_within_pool::<D>(Pool::Pipe, Peer::Make43);
-    }
-
-    #[test]
-    fn ninja_child_under_fifo_pool() {
-        child_stays_within_pool::<D>(Pool::Fifo, Peer::Ninja);
-    }
-
-    #[test]
-    fn server_process_and_make43_child_share_pipe_pool() {
-        server_process_and_child_share_n::<D>(Pool::Pipe, Peer::Make43);
-    }
+fn make44_child_under_fifo_pool<D: Driver>() {
+    child_stays_within_pool::<D>(Pool::Fifo, Peer::Make44);
 }
+
+fn ninja_child_under_pipe_pool<D: Driver>() {
+    child_stays_within_pool::<D>(Pool::Pipe, Peer::Ninja);
+}
+
+fn ninja_child_under_fifo_pool<D: Driver>() {
+    child_stays_within_pool::<D>(Pool::Fifo, Peer::Ninja);
+}
+
+fn server_process_and_make43_child_share_pipe_pool<D: Driver>() {
+    server_process_and_child_share_n::<D>(Pool::Pipe, Peer::Make43);
+}
+
+fn server_process_and_make44_child_share_fifo_pool<D: Driver>() {
+    server_process_and_child_share_n::<D>(Pool::Fifo, Peer::Make44);
+}
+
+fn server_process_and_ninja_child_share_pipe_pool<D: Driver>() {
+    server_process_and_child_share_n::<D>(Pool::Pipe, Peer::Ninja);
+}
+
+jobserver_tests::conformance!(
+    make43_child_under_pipe_pool,
+    make44_child_under_pipe_pool,
+    make44_child_under_fifo_pool,
+    ninja_child_under_pipe_pool,
+    ninja_child_under_fifo_pool,
+    server_process_and_make43_child_share_pipe_pool,
+    server_process_and_make44_child_share_fifo_pool,
+    server_process_and_ninja_child_share_pipe_pool,
+);
