@@ -525,7 +525,8 @@ impl<R: Reactor> Client<R> {
     }
 
     /// Takes the most recent failure to write a token back (from a `Token` dropped without
-    /// [`Token::release`]). Each such failure is also counted in [`Stats::write_failures`].
+    /// [`Token::release`]). Each failure is counted in [`Stats::write_failures`]; the byte is
+    /// kept ([`Stats::bytes_unwritten`]) and written at the next operation.
     pub fn take_release_error(&self) -> Option<io::Error> {
         self.shared.take_write_error()
     }

@@ -126,7 +126,7 @@ fn wake_all(list: WakeList) {
 }
 
 /// The shared half of a client: the machine, the connection and the driver's own waker.
-pub(crate) struct Shared<R> {
+pub(crate) struct Shared<R: Reactor> {
     state: Mutex<State>,
     conn: Option<Conn<R>>,
     /// Woken by the reactor when the jobserver becomes readable. Holds only a weak reference,
@@ -134,7 +134,7 @@ pub(crate) struct Shared<R> {
     read_waker: Waker,
 }
 
-struct ReadReady<R> {
+struct ReadReady<R: Reactor> {
     shared: Weak<Shared<R>>,
 }
 
@@ -150,7 +150,19 @@ impl<R: Reactor> Wake for ReadReady<R> {
     }
 }
 
-impl<R> std::fmt::Debug for Shared<R> {
+impl<R: Reactor> Drop for Shared<R> {
+    /// The last chance for tokens whose write back failed: try once more.
+    fn drop(&mut self) {
+        let mut wake = WakeList::new();
+        let mut state = self.lock();
+        if state.machine.stats().bytes_unwritten > 0 {
+            state.machine.retry_writes();
+            self.pump(&mut state, &mut wake);
+        }
+    }
+}
+
+impl<R: Reactor> std::fmt::Debug for Shared<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("state", &self.state)
@@ -434,8 +446,10 @@ impl<R: Reactor> Drop for Acquire<R> {
 /// Permission to run jobs: one token, or several from `acquire_many`.
 ///
 /// Dropping it gives its tokens back: the implicit slot to the process, every other token as
-/// the exact byte that was read, to the jobserver. A failed write in `Drop` is not lost: it is
-/// counted and can be taken from the client ([`Client::take_release_error`](crate::Client::take_release_error)).
+/// the exact byte that was read, to the jobserver. If that write fails, the token is not lost:
+/// the client keeps the byte and writes it (or hands it to a waiting request) at its next
+/// operation, and the error is counted and can be taken with
+/// [`Client::take_release_error`](crate::Client::take_release_error).
 #[must_use = "a token is released as soon as it is dropped"]
 pub struct Token<R: Reactor> {
     shared: Arc<Shared<R>>,
@@ -461,7 +475,8 @@ impl<R: Reactor> Token<R> {
     ///
     /// # Errors
     ///
-    /// The I/O error of a failed write. That token is lost to the pool; the failure is also
+    /// The I/O error of a failed write. The token is not lost: the client keeps the byte and
+    /// tries again at its next operation (and once more when it is dropped); the failure is
     /// counted in the client's statistics.
     pub fn release(mut self) -> Result<(), Error> {
         match self.permit.take() {

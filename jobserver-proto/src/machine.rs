@@ -159,12 +159,15 @@ pub enum Action {
 pub struct Stats {
     /// Bytes read from the jobserver so far.
     pub bytes_read: u64,
-    /// Bytes handed out in [`Action::Write`] so far.
+    /// Bytes written back so far: handed out in [`Action::Write`] and not reported failed.
     pub bytes_written: u64,
-    /// Writes reported failed by [`Machine::handle_write_error`]: tokens lost to the pool.
+    /// Write attempts reported failed by [`Machine::handle_write_error`] (a byte retried
+    /// several times counts each time).
     pub write_failures: u64,
-    /// Explicit token bytes the process holds now.
+    /// Explicit token bytes the process holds now (those backing units in use).
     pub bytes_held: usize,
+    /// Bytes whose write back failed, kept to be tried again at the next input.
+    pub bytes_unwritten: usize,
     /// Units held by permits, including granted permits not yet collected.
     pub running: usize,
     /// Units promised to requests that still wait for the rest of their demand.
@@ -247,7 +250,8 @@ struct Entry {
 ///   written to the pipe, and a process never sits on a pool token that its implicit slot
 ///   could cover;
 /// - every byte written is a byte that was read, unchanged, and each byte read is written at
-///   most once: bytes read = bytes written + bytes held;
+///   most once: bytes read = bytes written + bytes held + bytes whose write failed (those are
+///   kept and tried again, never dropped);
 /// - requests are granted (or failed) strictly in the order they were made;
 /// - a read asks for at most the units that queued requests still lack;
 /// - a request is only ever woken by [`Action::Grant`] or [`Action::Fail`].
@@ -269,6 +273,8 @@ pub struct Machine {
     bytes_read: u64,
     bytes_written: u64,
     write_failures: u64,
+    /// Bytes whose write failed; given back to `bytes` at the next settle.
+    unwritten: Vec<u8>,
 }
 
 impl Default for Machine {
@@ -309,6 +315,7 @@ impl Machine {
             bytes_read: 0,
             bytes_written: 0,
             write_failures: 0,
+            unwritten: Vec::new(),
         }
     }
 
@@ -337,6 +344,7 @@ impl Machine {
             bytes_written: self.bytes_written,
             write_failures: self.write_failures,
             bytes_held: self.bytes.len(),
+            bytes_unwritten: self.unwritten.len(),
             running: self.running,
             reserved: self.reserved,
             waiting: self.waiting,
@@ -513,11 +521,23 @@ impl Machine {
         self.close(Failure::ReadError(kind));
     }
 
-    /// The byte of an [`Action::Write`] could not be written: that token is lost to the pool.
-    /// It is counted in [`Stats::write_failures`]; nothing is retried.
+    /// The byte of an [`Action::Write`] could not be written. The token is not dropped: the
+    /// machine keeps it ([`Stats::bytes_unwritten`]) and, at the next command or event, gives
+    /// it to a waiting request or asks for the write again (once per input, so a pipe that
+    /// stays full costs one failed write per input, never a loop). Each failure is counted in
+    /// [`Stats::write_failures`].
     pub fn handle_write_error(&mut self, byte: u8) {
-        let _ = byte;
+        self.bytes_written = self.bytes_written.saturating_sub(1);
         self.write_failures += 1;
+        self.unwritten.push(byte);
+    }
+
+    /// Tries again now to write back bytes whose write failed (an adapter calls it when it
+    /// shuts down, for a last attempt). Does nothing when there are none.
+    pub fn retry_writes(&mut self) {
+        if !self.unwritten.is_empty() {
+            self.settle(false);
+        }
     }
 
     // ----- output -----
@@ -543,6 +563,10 @@ impl Machine {
     /// [`ReleasePolicy::ReturnToPipe`] surplus bytes go to the pipe before waiting requests
     /// can see them.
     fn settle(&mut self, released: bool) {
+        // Bytes whose write failed are surplus bytes again: for a waiting request, or to write.
+        if !self.unwritten.is_empty() {
+            self.bytes.append(&mut self.unwritten);
+        }
         if released && self.policy == ReleasePolicy::ReturnToPipe {
             self.return_surplus();
         }

@@ -134,7 +134,8 @@ impl Harness {
         assert_eq!(stats.bytes_written, self.write_log.len() as u64);
         assert_eq!(
             stats.bytes_read,
-            stats.bytes_written + stats.bytes_held as u64
+            stats.bytes_written + (stats.bytes_held + stats.bytes_unwritten) as u64,
+            "bytes read = written + held + kept after a failed write"
         );
         // Exactly one byte backs each unit in use beyond the implicit slot.
         assert_eq!(
@@ -284,6 +285,7 @@ impl Harness {
                 if let Some(&byte) = self.write_log.last() {
                     if self.pipe.back() == Some(&byte) && self.failed_writes.len() < 3 {
                         self.pipe.pop_back();
+                        self.write_log.pop();
                         self.failed_writes.push(byte);
                         self.machine.handle_write_error(byte);
                     }
@@ -316,8 +318,11 @@ impl Harness {
             self.machine.release(permit);
             self.drain();
         }
+        // Bytes whose last write failed get one more try.
+        self.machine.retry_writes();
+        self.drain();
         let stats = self.machine.stats();
-        assert_eq!(stats.bytes_held, 0);
+        assert_eq!(stats.bytes_held + stats.bytes_unwritten, 0);
         assert_eq!(
             stats.running + stats.reserved + stats.waiting + stats.unmet,
             0

@@ -234,3 +234,46 @@ fn handle_readable_forces_a_read_while_armed() {
     m.cancel(c);
     let _ = (a, actions(&mut m));
 }
+
+#[test]
+fn a_failed_write_is_kept_and_tried_again() {
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_read(b"w");
+    let _ = actions(&mut m);
+    let _pa = granted(&mut m, a);
+    let pb = granted(&mut m, b);
+    m.release(pb);
+    assert_eq!(actions(&mut m), [Action::Write(b'w')]);
+    // The pipe was full: the byte is kept, not lost, and not retried in the same drain.
+    m.handle_write_error(b'w');
+    assert_eq!(actions(&mut m), []);
+    assert_eq!(m.stats().bytes_unwritten, 1);
+    assert_eq!(m.stats().write_failures, 1);
+    // The next input tries again.
+    m.retry_writes();
+    assert_eq!(actions(&mut m), [Action::Write(b'w')]);
+    assert_eq!(m.stats().bytes_unwritten, 0);
+    assert_eq!(m.stats().bytes_written, 1);
+}
+
+#[test]
+fn a_byte_whose_write_failed_goes_to_the_next_waiter() {
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_read(b"v");
+    let _ = actions(&mut m);
+    let _pa = granted(&mut m, a);
+    let pb = granted(&mut m, b);
+    m.release(pb);
+    let _ = actions(&mut m);
+    m.handle_write_error(b'v');
+    // A new request takes the kept byte without reading.
+    let c = m.acquire(1);
+    assert_eq!(actions(&mut m), [Action::Grant(c)]);
+    assert_eq!(m.stats().bytes_read, 1);
+}

@@ -14,7 +14,8 @@ use jobserver_tests::Driver;
 jobserver_tests::conformance!(
     server_gone_fails_every_waiter_and_later_acquires,
     server_gone_gives_back_tokens_promised_to_failed_requests,
-    failed_write_back_is_counted_and_reported,
+    failed_write_back_is_reported_and_retried,
+    kept_token_is_written_when_the_client_is_dropped,
 );
 
 /// Connects R from `reads` and W from `writes`.
@@ -111,8 +112,9 @@ fn server_gone_gives_back_tokens_promised_to_failed_requests<D: Driver>() {
 }
 
 /// With the W pipe full, giving back an explicit token fails: `Drop` counts it and keeps the
-/// error for `take_release_error`, and `Token::release` returns it.
-fn failed_write_back_is_counted_and_reported<D: Driver>() {
+/// error for `take_release_error`, and `Token::release` returns it. The tokens are not lost:
+/// the client keeps them and writes them at its next operation once the pipe has room.
+fn failed_write_back_is_reported_and_retried<D: Driver>() {
     D::block_on(async {
         let reads = TestPipe::new();
         let writes = TestPipe::new();
@@ -132,29 +134,63 @@ fn failed_write_back_is_counted_and_reported<D: Driver>() {
         let stats = client.stats();
         assert_eq!(stats.write_failures, 1, "{}: {stats:?}", D::NAME);
         assert_eq!(stats.bytes_held, 1, "{stats:?}");
+        assert_eq!(stats.bytes_unwritten, 1, "kept, not lost: {stats:?}");
         let err = client
             .take_release_error()
             .expect("the failed write is reported");
         assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
         assert!(client.take_release_error().is_none(), "taken once");
 
+        // release() retries the kept byte and tries its own: both fail on the full pipe.
         let err = released.release().expect_err("the pipe is full");
         assert_eq!(err.kind(), ErrorKind::Io, "{err}");
         assert!(std::error::Error::source(&err).is_some(), "the OS error");
-        assert_eq!(client.stats().write_failures, 2);
-        assert!(
-            client.take_release_error().is_none(),
-            "release() reported it already"
-        );
+        let stats = client.stats();
+        assert_eq!(stats.write_failures, 3, "{stats:?}");
+        assert_eq!(stats.bytes_unwritten, 2, "{stats:?}");
         assert_eq!(
             fixture::count(writes.read_fd()),
             full,
             "nothing was written"
         );
 
-        // The implicit slot never touches the pipe, so it releases fine.
+        // Make room. The next operation (here the implicit slot's release) writes both back,
+        // exactly as they were read.
+        let drained = fixture::drain_sorted(writes.read_fd());
+        assert_eq!(drained.len(), full);
         drop(implicit);
-        assert_eq!(client.stats().write_failures, 2);
-        assert!(client.take_release_error().is_none());
+        let stats = client.stats();
+        assert_eq!(stats.bytes_unwritten, 0, "{stats:?}");
+        assert_eq!(stats.bytes_written, 2, "{stats:?}");
+        let back = fixture::drain_sorted(writes.read_fd());
+        assert_eq!(back, b"xy", "every token came back, unchanged");
+    });
+}
+
+/// A token whose write failed and that no later operation managed to write is written once
+/// more when the client goes away.
+fn kept_token_is_written_when_the_client_is_dropped<D: Driver>() {
+    D::block_on(async {
+        let reads = TestPipe::new();
+        let writes = TestPipe::new();
+        let client = fixture::connect::<D>(&split_auth(&reads, &writes));
+        let implicit = client.acquire().await.expect("implicit slot");
+        fixture::put(reads.write_fd(), b"k");
+        let token = within("acquire", client.acquire()).await.expect("token");
+
+        fill(writes.write_fd());
+        let full = fixture::count(writes.read_fd());
+        drop(token);
+        // The last token's release retries, and fails again: the pipe is still full.
+        drop(implicit);
+        let stats = client.stats();
+        assert_eq!(stats.bytes_unwritten, 1, "{stats:?}");
+        assert_eq!(stats.write_failures, 2, "{stats:?}");
+        assert_eq!(fixture::count(writes.read_fd()), full);
+
+        // Room again; nothing else happens until the client itself is dropped.
+        assert_eq!(fixture::drain_sorted(writes.read_fd()).len(), full);
+        drop(client);
+        assert_eq!(fixture::drain_sorted(writes.read_fd()), b"k");
     });
 }
