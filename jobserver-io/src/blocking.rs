@@ -4,7 +4,7 @@
 //! thread per client waits for the jobserver with `poll(2)` whenever a request waits, so one
 //! party per process watches the pipe and each token wakes exactly one thread.
 //!
-//! ```no_run
+//! ```
 //! use jobserver_io::blocking::Client;
 //!
 //! # fn main() -> Result<(), jobserver_io::Error> {

@@ -5,7 +5,7 @@
 //! [`Reactor`], and export [`Client`], [`Token`], [`Server`] and [`Acquire`] under their own
 //! names; [`blocking`] does the same with a helper thread for code that is not async.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> Result<(), jobserver_io::Error> {
 //! // Blocking use: join make's jobserver, or make a pool of 4 when there is none.
 //! let client = jobserver_io::blocking::Client::from_env_or_new(4)?;

@@ -1,6 +1,6 @@
 //! A GNU make jobserver client and server for smol and every executor on async-io's reactor.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> Result<(), jobserver_smol::Error> {
 //! futures_lite::future::block_on(async {
 //!     // Join make's jobserver, or create a pool of 4 when there is none.

@@ -1,6 +1,6 @@
 //! A GNU make jobserver client and server for tokio.
 //!
-//! ```no_run
+//! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), jobserver_tokio::Error> {
 //! // Join make's jobserver, or create a pool of 4 when there is none.
