@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use jobserver_benches::child::{Record, Tag};
-use jobserver_benches::harness::{self, fmt_ratio, Paired};
+use jobserver_benches::harness::{self, Paired};
 use jobserver_benches::procfs::{voluntary_switches, wait_asleep};
 use jobserver_benches::{Kind, Pool, Results, Row, Target};
 use jobserver_io::sys;
@@ -153,36 +153,30 @@ fn processes(c: &mut Criterion) {
     let per = |v: u64, n: u64| v as f64 / n.max(1) as f64;
     let ref_woken = per(ref_switches, ref_tokens);
     let target = Target::AtMost(1.5);
-    let woken = per(switches, tokens);
-    RESULTS.push(Row {
-        metric: format!(
+    RESULTS.push(Row::count(
+        format!(
             "processes woken per token ({CHILDREN} waiting processes), tokio client (kernel count)"
         ),
-        ours: format!("{woken:.2}"),
-        reference: format!("{ref_woken:.2} (`jobserver` crate blocking read)"),
-        ratio: fmt_ratio(woken / ref_woken),
-        target: target.describe(""),
-        met: target.met(woken),
-        note: format!(
+        (per(switches, tokens), ref_woken),
+        "`jobserver` crate blocking read",
+        target,
+        format!(
             "{tokens} tokens; voluntary context switches of the children's threads per token: \
              every thread the kernel woke and that went back to sleep counts one"
         ),
-    });
-    let seen = per(counts[0], tokens);
-    RESULTS.push(Row {
-        metric: format!(
+    ));
+    RESULTS.push(Row::count(
+        format!(
             "processes that saw readiness per token ({CHILDREN} waiting processes), tokio client"
         ),
-        ours: format!("{seen:.2}"),
-        reference: format!("{ref_woken:.2} (`jobserver` crate blocking read, kernel count)"),
-        ratio: fmt_ratio(seen / ref_woken),
-        target: target.describe(""),
-        met: target.met(seen),
-        note: "counted by the children's reactors: readiness wake-ups delivered to the client; \
-               a child whose epoll_wait found the pipe already emptied goes back to sleep in \
-               the kernel without seeing it"
+        (per(counts[0], tokens), ref_woken),
+        "`jobserver` crate blocking read, kernel count",
+        target,
+        "counted by the children's reactors: readiness wake-ups delivered to the client; \
+         a child whose epoll_wait found the pipe already emptied goes back to sleep in \
+         the kernel without seeing it"
             .to_owned(),
-    });
+    ));
     RESULTS.push(Row {
         metric: format!("reads finding nothing per token ({CHILDREN} waiting processes)"),
         ours: format!("{:.2}", per(counts[1], tokens)),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use jobserver_benches::counting::{CountingReactor, WakeProbe, REACTOR_COUNTS};
-use jobserver_benches::harness::{self, fmt_ratio, Paired};
+use jobserver_benches::harness::{self, Paired};
 use jobserver_benches::procfs::thread_read_syscalls;
 use jobserver_benches::{Kind, Pool, Results, Row, Target};
 use jobserver_io::sys;
@@ -236,16 +236,12 @@ fn wakeups(c: &mut Criterion) {
     let per = |v: u64, c: &Counts| v as f64 / c.tokens.max(1) as f64;
     let (o, n) = (&ours_counts, &naive_counts);
 
-    let woken = (per(o.woken, o), per(n.woken, n));
-    let target = Target::Exactly(1.0);
-    RESULTS.push(Row {
-        metric: format!("tasks woken per token ({WAITERS} waiting)"),
-        ours: format!("{:.2}", woken.0),
-        reference: format!("{:.2} (naive shared AsyncFd)", woken.1),
-        ratio: fmt_ratio(woken.0 / woken.1),
-        target: target.describe(""),
-        met: target.met(woken.0),
-        note: format!(
+    RESULTS.push(Row::count(
+        format!("tasks woken per token ({WAITERS} waiting)"),
+        (per(o.woken, o), per(n.woken, n)),
+        "naive shared AsyncFd",
+        Target::Exactly(1.0),
+        format!(
             "{} tokens for ours, {} for naive; counted by wrapping each task's waker; per token, \
              waker calls {:.2} vs {:.2}, task polls {:.2} vs {:.2}",
             o.tokens,
@@ -255,24 +251,20 @@ fn wakeups(c: &mut Criterion) {
             per(o.polls, o),
             per(n.polls, n)
         ),
-    });
+    ));
 
-    let eagain = (per(o.eagain, o), per(n.eagain, n));
-    let target = Target::Exactly(0.0);
-    RESULTS.push(Row {
-        metric: format!("EAGAIN reads per token ({WAITERS} waiting)"),
-        ours: format!("{:.2}", eagain.0),
-        reference: format!("{:.2} (naive shared AsyncFd)", eagain.1),
-        ratio: fmt_ratio(eagain.0 / eagain.1),
-        target: target.describe(""),
-        met: target.met(eagain.0),
-        note: format!(
+    RESULTS.push(Row::count(
+        format!("EAGAIN reads per token ({WAITERS} waiting)"),
+        (per(o.eagain, o), per(n.eagain, n)),
+        "naive shared AsyncFd",
+        Target::Exactly(0.0),
+        format!(
             "ours: read syscalls from /proc/thread-self/io syscr minus reads that got a byte; \
              driver poll_read calls per token {:.2}, of which Pending {:.2}",
             per(o.poll_read, o),
             per(o.would_block, o)
         ),
-    });
+    ));
 
     RESULTS.push(Row::timing(
         &format!("time from token written to task woken ({WAITERS} waiting)"),

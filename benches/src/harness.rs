@@ -237,6 +237,26 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row for a count per token (wake-ups, failed reads): ours against a reference count,
+    /// with the target on our figure.
+    pub fn count(
+        metric: String,
+        (ours, reference): (f64, f64),
+        reference_label: &str,
+        target: Target,
+        note: String,
+    ) -> Row {
+        Row {
+            metric,
+            ours: format!("{ours:.2}"),
+            reference: format!("{reference:.2} ({reference_label})"),
+            ratio: fmt_ratio(ours / reference),
+            target: target.describe(""),
+            met: target.met(ours),
+            note,
+        }
+    }
+
     /// A row for a paired timing: ours and the reference per iteration, their ratio, and a
     /// target on that ratio.
     pub fn timing(metric: &str, reference: &str, s: &PairSummary, target: Target) -> Row {

@@ -20,14 +20,16 @@
 //! The methods of [`Machine`] come in four kinds, called in this order:
 //!
 //! 1. **commands** from the application: [`Machine::acquire`], [`Machine::cancel`],
-//!    [`Machine::take_outcome`], [`Machine::take_partial`], [`Machine::release`];
+//!    [`Machine::take_outcome`], [`Machine::take_partial`], [`Machine::release`],
+//!    [`Machine::retry_writes`], [`Machine::set_policy`];
 //! 2. **events** from the jobserver, each in answer to an action: [`Machine::handle_read`],
 //!    [`Machine::handle_read_drained`], [`Machine::handle_would_block`],
 //!    [`Machine::handle_readable`], [`Machine::handle_eof`], [`Machine::handle_read_error`],
 //!    [`Machine::handle_write_error`];
 //! 3. **output**: after every command or event, drain [`Machine::poll_action`] until it is
 //!    `None`, carrying out each [`Action`] before feeding the next input;
-//! 4. **getters**: [`Machine::stats`], [`Machine::is_closed`], [`Machine::failure`].
+//! 4. **getters**: [`Machine::stats`], [`Machine::is_closed`], [`Machine::failure`],
+//!    [`Machine::has_pipe`], [`Machine::policy`].
 //!
 //! This example drives it with an in-memory pipe that holds two tokens, in a plain blocking
 //! loop:

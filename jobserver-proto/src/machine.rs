@@ -227,7 +227,8 @@ struct Entry {
 ///
 /// 1. **Commands** from the application: [`acquire`](Self::acquire),
 ///    [`cancel`](Self::cancel), [`take_outcome`](Self::take_outcome),
-///    [`take_partial`](Self::take_partial), [`release`](Self::release).
+///    [`take_partial`](Self::take_partial), [`release`](Self::release),
+///    [`retry_writes`](Self::retry_writes), [`set_policy`](Self::set_policy).
 /// 2. **Events** from the jobserver, each only in answer to an action:
 ///    [`handle_read`](Self::handle_read), [`handle_read_drained`](Self::handle_read_drained),
 ///    [`handle_would_block`](Self::handle_would_block),
@@ -239,7 +240,7 @@ struct Entry {
 ///    single-mutation rule). Carrying out an action may produce an event; feed it, then keep
 ///    draining.
 /// 4. **Getters** (`&self`): [`stats`](Self::stats), [`is_closed`](Self::is_closed),
-///    [`failure`](Self::failure), [`policy`](Self::policy).
+///    [`failure`](Self::failure), [`has_pipe`](Self::has_pipe), [`policy`](Self::policy).
 ///
 /// # Invariants
 ///
