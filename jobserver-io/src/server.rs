@@ -6,10 +6,10 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use jobserver_proto::makeflags::{Jobs, MakeFlags};
-use jobserver_proto::{Machine, PoolPlan, Report};
+use jobserver_proto::{Machine, PoolPlan, Report, Resize, DEFAULT_TOKEN_BYTE};
 
 use crate::client::{ChildEnv, Client, Mode};
 use crate::driver::{Conn, Reactor};
@@ -18,17 +18,26 @@ use crate::sys::{self, Access, FifoOpenError};
 
 enum Pool {
     Pipe {
+        /// The ends handed to children (blocking, shared descriptions: never change their
+        /// flags).
         read: Arc<OwnedFd>,
         write: Arc<OwnedFd>,
+        /// Private non-blocking descriptions of the same pipe, for the server's own reads
+        /// (absorbing, draining) and writes (growing).
+        reader: OwnedFd,
+        writer: OwnedFd,
     },
     Fifo {
         path: PathBuf,
+        /// Our own read-write, non-blocking description.
         fd: OwnedFd,
     },
 }
 
 struct Inner {
-    plan: PoolPlan,
+    /// The pool's size and account. Every change to it and the I/O that goes with it happen
+    /// under this lock, so the account matches the bytes moved exactly.
+    plan: Mutex<PoolPlan>,
     pool: Pool,
     child: ChildEnv,
 }
@@ -40,6 +49,74 @@ impl Inner {
             Pool::Fifo { fd, .. } => fd.as_fd(),
         }
     }
+
+    /// A non-blocking description to read tokens from (absorb, drain).
+    fn private_reader(&self) -> BorrowedFd<'_> {
+        match &self.pool {
+            Pool::Pipe { reader, .. } => reader.as_fd(),
+            Pool::Fifo { fd, .. } => fd.as_fd(),
+        }
+    }
+
+    /// A non-blocking description to write new tokens to (grow).
+    fn private_writer(&self) -> BorrowedFd<'_> {
+        match &self.pool {
+            Pool::Pipe { writer, .. } => writer.as_fd(),
+            Pool::Fifo { fd, .. } => fd.as_fd(),
+        }
+    }
+
+    fn plan(&self) -> MutexGuard<'_, PoolPlan> {
+        // The plan is only changed together with the I/O it describes, and nothing in
+        // between panics; a poisoned lock still holds a consistent plan.
+        self.plan.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Reads and discards up to `plan.pending_absorb()` bytes from the non-blocking `fd`, stopping
+/// when none are free; records them in `plan` as they are read. Returns how many.
+fn absorb_into(plan: &mut PoolPlan, fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut total = 0;
+    let mut buf = [0u8; 4096];
+    while plan.pending_absorb() > 0 {
+        let want = plan.pending_absorb().min(buf.len());
+        match sys::read(fd, &mut buf[..want]) {
+            // End-of-file cannot happen while we hold a write end; nothing to absorb then.
+            Ok(0) => break,
+            Ok(n) => {
+                plan.absorbed(n);
+                total += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+/// Writes up to `count` token bytes into the non-blocking `fd`; returns how many went in
+/// and the error that stopped it early (`WouldBlock` on a full pipe), if any.
+fn write_tokens(fd: BorrowedFd<'_>, count: usize) -> (usize, Option<io::Error>) {
+    let chunk = [DEFAULT_TOKEN_BYTE; 4096];
+    let mut written = 0;
+    while written < count {
+        let len = (count - written).min(chunk.len());
+        match rustix::io::write(fd, &chunk[..len]) {
+            Ok(0) => {
+                return (
+                    written,
+                    Some(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the jobserver pipe accepted no more bytes",
+                    )),
+                )
+            }
+            Ok(n) => written += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return (written, Some(e.into())),
+        }
+    }
+    (written, None)
 }
 
 impl Drop for Inner {
@@ -122,14 +199,21 @@ impl<R: Reactor> Server<R> {
     pub fn new(jobs: usize) -> Result<Self, Error> {
         let (read, write) =
             sys::create_pipe().map_err(|e| Error::io("creating the jobserver pipe", e))?;
-        let preload_writer = sys::reopen_private(write.as_fd(), Access::Write)
+        let writer = sys::reopen_private(write.as_fd(), Access::Write)
             .map_err(|e| Error::io("opening the new jobserver pipe for preloading", e))?;
-        let plan = plan_and_preload(jobs, write.as_fd(), preload_writer.as_fd())?;
+        let reader = sys::reopen_private(read.as_fd(), Access::Read)
+            .map_err(|e| Error::io("opening the new jobserver pipe for reading", e))?;
+        let plan = plan_and_preload(jobs, write.as_fd(), writer.as_fd())?;
         let (read, write) = (Arc::new(read), Arc::new(write));
         let child = ChildEnv::pipe(Jobs::Limited(plan.jobs()), read.clone(), write.clone());
         Ok(Self::from_inner(Inner {
-            plan,
-            pool: Pool::Pipe { read, write },
+            plan: Mutex::new(plan),
+            pool: Pool::Pipe {
+                read,
+                write,
+                reader,
+                writer,
+            },
             child,
         }))
     }
@@ -160,7 +244,7 @@ impl<R: Reactor> Server<R> {
             path.as_os_str().as_encoded_bytes(),
         );
         Ok(Self::from_inner(Inner {
-            plan,
+            plan: Mutex::new(plan),
             pool: Pool::Fifo { path, fd },
             child,
         }))
@@ -182,9 +266,9 @@ impl<R: Reactor> Server<R> {
     /// ([`ErrorKind::NoRuntime`]).
     pub fn client(&self) -> Result<Client<R>, Error> {
         let mut flags = MakeFlags::default();
-        flags.jobs = Jobs::Limited(self.inner.plan.jobs());
+        flags.jobs = Jobs::Limited(self.inner.plan().jobs());
         let (conn, mode) = match &self.inner.pool {
-            Pool::Pipe { read, write } => {
+            Pool::Pipe { read, write, .. } => {
                 let reader = sys::reopen_private(read.as_fd(), Access::Read)
                     .map_err(|e| Error::io("reopening the jobserver pipe", e))?;
                 let writer = sys::reopen_private(write.as_fd(), Access::Write)
@@ -229,13 +313,96 @@ impl<R: Reactor> Server<R> {
 
     /// The value children get in `MAKEFLAGS`: `-jN --jobserver-fds=R,W --jobserver-auth=R,W`
     /// for a pipe, `-jN --jobserver-auth=fifo:PATH` for a fifo.
+    ///
+    /// `N` is the size the pool was created with; [`Server::resize`] does not change it (it
+    /// is only a hint: children take their share from the pool's tokens).
     pub fn makeflags(&self) -> &OsStr {
         &self.inner.child.makeflags
     }
 
-    /// The number of jobs, `N`.
+    /// The number of jobs, `N`: the size given to the constructor, or to the last
+    /// [`Server::resize`] (less what a grow could not write).
     pub fn jobs(&self) -> usize {
-        self.inner.plan.jobs().get()
+        self.inner.plan().jobs().get()
+    }
+
+    /// Bytes still to be taken out of the pipe after a shrink: tokens that their holders
+    /// have not written back yet (or that [`Server::absorb`] has not run for since).
+    pub fn pending_absorb(&self) -> usize {
+        self.inner.plan().pending_absorb()
+    }
+
+    /// Changes the pool to `jobs` at run time. Nobody is blocked or loses a token.
+    ///
+    /// - **Grow**: tokens still owed from an earlier shrink are kept instead of absorbed;
+    ///   the rest are written into the pipe as new tokens, at once.
+    /// - **Shrink**: [`Server::jobs`] is the new size at once, and the difference becomes a
+    ///   debt ([`Server::pending_absorb`]): as many tokens as are free in the pipe now are
+    ///   taken out of it for good, and the rest are taken as their holders give them back,
+    ///   by [`Server::absorb`] (run it whenever convenient, for example after each job
+    ///   ends), by the next `resize` and by [`Server::shutdown`]. Until then more jobs than
+    ///   the new size may run.
+    ///
+    /// Every call also absorbs what it can of the debt left.
+    ///
+    /// The `-jN` in [`Server::makeflags`] keeps the size the pool was created with.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Capacity`] for `jobs == 0`, for a size larger than the pipe can hold
+    /// even after trying to grow it (the pool is then unchanged), and when the pipe fills up
+    /// while new tokens are written (more bytes than expected are in it): the pool then grows
+    /// by the tokens that were written, as [`Server::jobs`] tells. [`ErrorKind::Io`] when the
+    /// pipe cannot be sized, written or read.
+    pub fn resize(&self, jobs: usize) -> Result<(), Error> {
+        let mut plan = self.inner.plan();
+        let capacity = sys::ensure_pipe_capacity(self.inner.read_fd(), jobs.saturating_sub(1))
+            .map_err(|e| Error::io("sizing the jobserver pipe", e))?;
+        let step = plan.resize(jobs, capacity).map_err(capacity_error)?;
+        match step {
+            Resize::Write(count) => {
+                let (written, err) = write_tokens(self.inner.private_writer(), count);
+                plan.grown(written);
+                match err {
+                    None => Ok(()),
+                    Some(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Error::new(
+                        ErrorKind::Capacity,
+                        format!(
+                            "the jobserver pipe filled up after {written} of {count} new \
+                             tokens (someone wrote tokens it never read?); the pool now has \
+                             {} jobs",
+                            plan.jobs()
+                        ),
+                    )
+                    .with_source(e)),
+                    Some(e) => Err(Error::io(
+                        format_args!(
+                            "writing new jobserver tokens ({written} of {count} written, \
+                             the pool now has {} jobs)",
+                            plan.jobs()
+                        ),
+                        e,
+                    )),
+                }
+            }
+            Resize::Absorb(_) => {
+                absorb_into(&mut plan, self.inner.private_reader())
+                    .map_err(|e| Error::io("absorbing jobserver tokens after a shrink", e))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes out of the pipe, without blocking, as many of the tokens still owed after a
+    /// shrink ([`Server::pending_absorb`]) as are free now, and returns how many it took.
+    /// They leave the pool for good. Returns `Ok(0)` when nothing is owed or nothing is free.
+    ///
+    /// # Errors
+    ///
+    /// When the pipe cannot be read.
+    pub fn absorb(&self) -> io::Result<usize> {
+        let mut plan = self.inner.plan();
+        absorb_into(&mut plan, self.inner.private_reader())
     }
 
     /// The fifo's path, for a fifo pool.
@@ -255,23 +422,17 @@ impl<R: Reactor> Server<R> {
         sys::bytes_available(self.inner.read_fd())
     }
 
-    /// Ends the pool: takes every token out of the pipe and compares the count with what was
-    /// preloaded. Drop clients and wait for children first; tokens they still hold are
-    /// reported as lost.
+    /// Ends the pool: takes every token out of the pipe and compares the count with what
+    /// should be there: the preload, plus the tokens added by growing, minus those absorbed
+    /// after shrinking (tokens still owed are expected: draining absorbs them). Drop clients
+    /// and wait for children first; tokens they still hold are reported as lost.
     ///
     /// # Errors
     ///
     /// When the pipe cannot be read.
     pub fn shutdown(self) -> Result<Report, Error> {
-        let drain_fd;
-        let fd = match &self.inner.pool {
-            Pool::Pipe { read, .. } => {
-                drain_fd = sys::reopen_private(read.as_fd(), Access::Read)
-                    .map_err(|e| Error::io("reopening the jobserver pipe", e))?;
-                drain_fd.as_fd()
-            }
-            Pool::Fifo { fd, .. } => fd.as_fd(),
-        };
+        let plan = self.inner.plan();
+        let fd = self.inner.private_reader();
         let mut returned = 0;
         let mut buf = [0u8; 4096];
         loop {
@@ -282,6 +443,6 @@ impl<R: Reactor> Server<R> {
                 Err(e) => return Err(Error::io("draining the jobserver pipe", e)),
             }
         }
-        Ok(self.inner.plan.account(returned))
+        Ok(plan.account(returned))
     }
 }

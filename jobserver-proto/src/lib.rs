@@ -12,8 +12,8 @@
 //!   ([`makeflags::encode_pipe`], [`makeflags::encode_fifo`]).
 //! - [`Machine`]: the token state machine of one process: the implicit slot, the explicit
 //!   bytes held, a FIFO queue of requests.
-//! - [`PoolPlan`]: what a server preloads, what its pipe must hold, and its account at
-//!   shutdown.
+//! - [`PoolPlan`]: what a server preloads, what its pipe must hold, how it is resized at
+//!   run time ([`Resize`]), and its account at shutdown.
 //!
 //! # Driving the machine
 //!
@@ -111,4 +111,4 @@ mod server;
 pub use machine::{
     Action, Failure, Machine, Outcome, Permit, ReleasePolicy, Stats, WaiterId, DEFAULT_TOKEN_BYTE,
 };
-pub use server::{PlanError, PlanErrorKind, PoolPlan, Report};
+pub use server::{PlanError, PlanErrorKind, PoolPlan, Report, Resize};
