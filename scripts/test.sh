@@ -25,4 +25,7 @@ step "benchmarks, smoke mode (so none of them rots; figures not meaningful)"
 bash scripts/bench.sh --smoke
 
 step "demo (the README's first command)"
+cargo run --locked -q -p jobrun -- -j4 -v -f jobrun/examples/demo/graph.toml
+
+step "the library's own demo"
 cargo run --locked -q -p jobserver-tokio --example demo

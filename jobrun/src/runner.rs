@@ -717,6 +717,11 @@ impl Runner {
             ),
             None => None,
         };
+        // Every child shares the pool: let them all inherit a pipe jobserver, so spawning
+        // needs no pre_exec hook and std uses posix_spawn instead of fork.
+        if let Err(e) = self.client.inherit_in_every_child() {
+            warnings.push(format!("children will be spawned the slow way: {e}"));
+        }
         let mut run = Run {
             sched,
             graph: &graph,

@@ -39,6 +39,9 @@ pub(crate) struct ChildEnv {
     /// Pipe mode: descriptors of ours that the child must inherit, at the numbers in
     /// `makeflags`. Held here so they stay open until every configured command is gone.
     pub(crate) fds: Option<(Arc<OwnedFd>, Arc<OwnedFd>)>,
+    /// Set once those descriptors are inheritable in this process itself
+    /// ([`Client::inherit_in_every_child`]): configuring then needs no `pre_exec` hook.
+    pub(crate) inherit_all: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ChildEnv {
@@ -49,6 +52,7 @@ impl ChildEnv {
         ChildEnv {
             makeflags: OsString::from_vec(value),
             fds: Some((read, write)),
+            inherit_all: Arc::default(),
         }
     }
 
@@ -57,6 +61,7 @@ impl ChildEnv {
         ChildEnv {
             makeflags: OsString::from_vec(value),
             fds: None,
+            inherit_all: Arc::default(),
         }
     }
 
@@ -65,6 +70,10 @@ impl ChildEnv {
         cmd.env("MAKEFLAGS", &self.makeflags);
         cmd.env("CARGO_MAKEFLAGS", &self.makeflags);
         if let Some((read, write)) = &self.fds {
+            if self.inherit_all.load(std::sync::atomic::Ordering::Acquire) {
+                // Inheritable already: no hook, so std can spawn with posix_spawn (vfork).
+                return;
+            }
             let (read, write) = (read.clone(), write.clone());
             let hook = move || {
                 // Only async-signal-safe calls here: two fcntl system calls.
@@ -479,6 +488,32 @@ impl<R: Reactor> Client<R> {
             child.apply(cmd);
         }
         cmd
+    }
+
+    /// Makes the jobserver pipe inheritable by *every* child this process spawns from now
+    /// on, for a process all of whose children should share the pool (a task runner).
+    ///
+    /// After this, [`Client::configure`] only sets the variables: it adds no `pre_exec`
+    /// hook, so `std` can spawn with `posix_spawn` (a vfork) instead of `fork`, which is
+    /// several times cheaper for a busy process. Children that are *not* configured also
+    /// inherit the descriptors (without being told about them). The descriptors stay open
+    /// while a clone of this client lives, so spawn configured commands before dropping the
+    /// last one. Nothing to do for a fifo jobserver or without one.
+    ///
+    /// # Errors
+    ///
+    /// When clearing close-on-exec fails.
+    pub fn inherit_in_every_child(&self) -> io::Result<()> {
+        if let Some(child) = &self.info.child {
+            if let Some((read, write)) = &child.fds {
+                sys::set_cloexec(read.as_raw_fd(), false)?;
+                sys::set_cloexec(write.as_raw_fd(), false)?;
+                child
+                    .inherit_all
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        Ok(())
     }
 
     /// The value this client gives children in `MAKEFLAGS`, if it has a jobserver.
