@@ -647,10 +647,11 @@ impl Runner {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future before it completes does not stop the task processes it started
-    /// (they keep their process groups, and their tokens go back only as their `Token`s are
-    /// dropped with the future). Stop a run with [`Controller::stop`] and await the
-    /// future instead.
+    /// Dropping the future before it completes kills every running task's process group at
+    /// once (`SIGKILL`, no termination sequence) and cancels in-process tasks; the tokens
+    /// go back with the dropped future, and the processes are reaped in the background
+    /// while the runtime runs. Nothing is written to the job log for them and no report
+    /// comes. To stop gracefully, call [`Controller::stop`] and await the future.
     ///
     /// # Errors
     ///
@@ -745,21 +746,13 @@ impl Runner {
             run.emit(&Event::Warning(&w));
         }
         let result = run.drive(&mut self.control_rx, &self.pool).await;
-        let Run {
-            sched,
-            wallet,
-            failures,
-            stopped,
-            fatal,
-            t0,
-            ..
-        } = run;
-        debug_assert!(wallet.is_empty());
-        drop(wallet);
+        debug_assert!(run.wallet.is_empty() && run.slots.is_empty());
         result?;
-        if let Some(e) = fatal {
+        if let Some(e) = run.fatal.take() {
             return Err(RunError::Jobserver(e));
         }
+        let failures = std::mem::take(&mut run.failures);
+        let (stopped, t0) = (run.stopped, run.t0);
         let wall = t0.elapsed();
         let stats = self.client.stats();
         let (pool_lost, pool_extra) = match std::mem::replace(&mut self.pool, Pool::Joined) {
@@ -776,7 +769,7 @@ impl Runner {
             Pool::Joined => (None, None),
         };
         let audit = Audit {
-            ledger: sched.ledger(),
+            ledger: run.sched.ledger(),
             bytes_read: stats.bytes_read,
             bytes_written: stats.bytes_written,
             bytes_held: stats.bytes_held,
@@ -785,7 +778,7 @@ impl Runner {
             pool_extra,
         };
         Ok(report(
-            &sched,
+            &run.sched,
             &graph,
             failures,
             wall,
@@ -930,6 +923,20 @@ struct Run<'a> {
     tx: Option<mpsc::UnboundedSender<Msg>>,
     stopped: bool,
     fatal: Option<jobserver_tokio::Error>,
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        // Only a dropped run future gets here with tasks running: leave nothing behind.
+        for slot in self.slots.values() {
+            if let Some(pgid) = slot.pgid {
+                process::signal_group(pgid, Signal::KILL);
+            }
+            if let Some(a) = &slot.abort {
+                a.abort();
+            }
+        }
+    }
 }
 
 /// Where a termination sequence is.

@@ -335,3 +335,44 @@ async fn the_pool_bound_holds_for_processes_and_closures_together() {
     assert!(r.audit.ledger.peak <= 4);
     assert!(r.audit.is_clean(), "{:?}", r.audit);
 }
+
+#[tokio::test]
+async fn dropping_the_run_future_kills_its_tasks_and_returns_every_token() {
+    let dir = temp_dir("drop");
+    let pidfile = dir.join("pids");
+    let server = Server::new(3).unwrap();
+    let runner = Runner::new(server.client().unwrap(), options());
+    let mut g = TaskGraph::new();
+    for i in 0..3 {
+        g.add(Task::shell(
+            format!("sleeper{i}"),
+            format!("sleep 100 & echo $! >> {}; wait", pidfile.display()),
+        ));
+    }
+    let run = runner.run(g);
+    let dropped = tokio::time::timeout(Duration::from_millis(800), run).await;
+    assert!(dropped.is_err(), "the run should still have been running");
+    let pids: Vec<i32> = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    // The watchers reap in the background; give them a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a task outlived its dropped run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        server.available().unwrap(),
+        2,
+        "tokens missing from the pool"
+    );
+    let report = server.shutdown().unwrap();
+    assert!(report.is_balanced(), "{report:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
