@@ -163,6 +163,10 @@ impl Ui {
     }
 }
 
+fn tokens(n: u32) -> String {
+    format!("{n} token{}", if n == 1 { "" } else { "s" })
+}
+
 fn fmt_secs(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s < 60.0 {
@@ -343,9 +347,9 @@ async fn run(args: Args) -> ExitCode {
                 if listing {
                     ui.print(|| {
                         eprintln!(
-                            "jobrun: {} running, {} tokens held, {} free in the pool:",
+                            "jobrun: {} running, {} held, {} free in the pool:",
                             running.len(),
-                            snap.held,
+                            tokens(snap.held),
                             free
                         );
                         for (name, d) in running.iter() {
@@ -390,15 +394,14 @@ async fn run(args: Args) -> ExitCode {
                 format!("/{}", snap.capacity)
             };
             bar.set_message(format!(
-                "{} running, {} failed, {} tokens held{cap}, {} elapsed{eta}",
+                "{} running, {} failed, {} held{cap}, {} elapsed{eta}",
                 c.running,
                 c.failed,
-                snap.held,
+                tokens(snap.held),
                 fmt_secs(snap.elapsed),
             ));
         }
     });
-    let _ = eta;
 
     // Signals.
     let controller = runner.controller();

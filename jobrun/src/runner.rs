@@ -526,6 +526,8 @@ enum Pool {
 pub struct Runner {
     client: Client,
     pool: Pool,
+    /// make's flags from the environment (`n`, `k`, ...), with or without a jobserver.
+    make_flags: Option<jobserver_tokio::MakeFlags>,
     options: Options,
     listener: Option<Listener>,
     control_tx: mpsc::UnboundedSender<Control>,
@@ -570,6 +572,15 @@ impl Runner {
     ///
     /// [`RunError::NoJobserver`] as above; [`RunError::Jobserver`] for a broken jobserver.
     pub fn from_env(options: Options) -> Result<Self, RunError> {
+        let flags = env_make_flags();
+        let runner = Self::from_env_inner(options)?;
+        Ok(Runner {
+            make_flags: flags.or(runner.make_flags),
+            ..runner
+        })
+    }
+
+    fn from_env_inner(options: Options) -> Result<Self, RunError> {
         match Client::from_env() {
             Ok(client) => Ok(Self::new(client, options)),
             Err(e) if options.require_jobserver => Err(RunError::NoJobserver(e)),
@@ -586,9 +597,11 @@ impl Runner {
 
     fn build(client: Client, pool: Pool, options: Options) -> Self {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let make_flags = client.var().is_some().then(|| client.flags().clone());
         Runner {
             client,
             pool,
+            make_flags,
             options,
             listener: None,
             control_tx,
@@ -669,9 +682,12 @@ impl Runner {
                 });
             }
         }
-        let flags = self.client.flags().clone();
         let mut options = self.options.clone();
-        if options.honour_makeflags && self.client.var().is_some() {
+        if let Some(flags) = self
+            .make_flags
+            .as_ref()
+            .filter(|_| options.honour_makeflags)
+        {
             options.dry_run |= flags.dry_run;
             if flags.keep_going {
                 options.keep_going = 0;
@@ -1448,6 +1464,18 @@ impl Run<'_> {
                 LogStatus::Error,
             ),
         }
+    }
+}
+
+/// make's flags from `CARGO_MAKEFLAGS`, `MAKEFLAGS` or `MFLAGS` (make's own choice among
+/// them), whether or not they name a jobserver. `None` when none is set or it cannot be
+/// parsed.
+fn env_make_flags() -> Option<jobserver_tokio::MakeFlags> {
+    use std::os::unix::ffi::OsStringExt;
+    let found = jobserver_proto::makeflags::from_env(|k| std::env::var_os(k).map(|v| v.into_vec()));
+    match found {
+        Ok(f) if f.var.is_some() => Some(f.flags),
+        _ => None,
     }
 }
 

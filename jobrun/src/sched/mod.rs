@@ -290,7 +290,7 @@ pub struct Scheduler {
     state: Vec<TaskState>,
     unmet: Vec<u32>,
     held: Vec<u32>,
-    retries: Vec<u8>,
+    retries: Vec<u32>,
     attempts: Vec<u8>,
     cause: Vec<u32>,
     started_at: Vec<u64>,
@@ -467,7 +467,7 @@ impl Scheduler {
         self.unpark_all();
         let outcome = if outcome == Outcome::Retry {
             let may = !self.stopping && !self.halted;
-            if may && u32::from(self.retries[t as usize]) < self.config.retry_limit {
+            if may && self.retries[t as usize] < self.config.retry_limit {
                 self.retries[t as usize] = self.retries[t as usize].saturating_add(1);
                 Outcome::Retry
             } else {
@@ -636,7 +636,7 @@ impl Scheduler {
 
     /// Times the task was re-queued with [`Outcome::Retry`].
     pub fn retries(&self, task: TaskId) -> u32 {
-        u32::from(self.retries[task.index()])
+        self.retries[task.index()]
     }
 
     /// Units in the collected set (held, assigned to no running task).
@@ -723,7 +723,7 @@ impl Scheduler {
     pub fn heap_bytes(&self) -> usize {
         let n = self.graph.len();
         self.graph.heap_bytes()
-            + n * (8 + 8 + 1 + 4 + 4 + 1 + 1 + 4 + 8 + 8)
+            + n * (8 + 8 + 1 + 4 + 4 + 4 + 1 + 4 + 8 + 8)
             + self.ready.capacity() * std::mem::size_of::<Ready>()
             + self.parked.capacity() * 4
             + self.deferred.capacity() * std::mem::size_of::<(u32, Duration)>()
@@ -835,8 +835,10 @@ impl Scheduler {
         self.set_state(t, TaskState::Running);
         if self.head == Some(t) {
             self.head = None;
+            // Only the head's own start ends its hold; a hand-off to another task does not
+            // restart the hold timer of the head's partial set.
+            self.partial_since = None;
         }
-        self.partial_since = None;
         self.ledger.started += u64::from(need);
         let action = match from {
             Some(f) => {
