@@ -301,6 +301,13 @@ pub struct Scheduler {
     park_round: u32,
     deferred: Vec<(u32, Duration)>,
     head: Option<u32>,
+    /// The head's queue entry (to put it back when a better task becomes ready before it
+    /// got any unit), and that of the task whose lock is being tried.
+    head_key: Option<Ready>,
+    lock_key: Option<Ready>,
+    /// Units collected for the head as of the end of the last step (the rest of the
+    /// collected set, if any, has come back since and belongs to nobody yet).
+    head_partial: u32,
     lock_pending: Option<u32>,
     collected: u32,
     running_units: u32,
@@ -353,6 +360,9 @@ impl Scheduler {
             park_round: 0,
             deferred: Vec::new(),
             head: None,
+            head_key: None,
+            lock_key: None,
+            head_partial: 0,
             lock_pending: None,
             collected: 0,
             running_units: 0,
@@ -437,6 +447,7 @@ impl Scheduler {
             self.set_state(t, TaskState::NotRun);
         } else if acquired {
             self.head = Some(t);
+            self.head_key = self.lock_key;
         } else {
             self.park(t, RequeueReason::LockBusy);
         }
@@ -908,6 +919,16 @@ impl Scheduler {
             if self.stopping || self.halted || self.lock_pending.is_some() {
                 break;
             }
+            // A head that holds nothing yet (and no lock) yields to a better task that became
+            // ready since it was chosen: the next unit goes to the best task at that moment.
+            if let (Some(t), Some(key)) = (self.head, self.head_key) {
+                let better = self.ready.peek().is_some_and(|r| *r > key);
+                if better && self.head_partial == 0 && !self.graph.is_locked(TaskId(t)) {
+                    self.ready.push(key);
+                    self.head = None;
+                    self.head_key = None;
+                }
+            }
             let t = match self.head {
                 Some(t) => t,
                 // No room for a unit that is not collected yet: choose the head only when
@@ -918,10 +939,12 @@ impl Scheduler {
                     Some(r) => {
                         if self.graph.is_locked(TaskId(r.id)) {
                             self.lock_pending = Some(r.id);
+                            self.lock_key = Some(r);
                             self.actions.push_back(Action::TryLock(TaskId(r.id)));
                             break;
                         }
                         self.head = Some(r.id);
+                        self.head_key = Some(r);
                         r.id
                     }
                 },
@@ -951,6 +974,11 @@ impl Scheduler {
             }
             _ => self.partial_since = None,
         }
+        self.head_partial = if self.head.is_some() {
+            self.collected
+        } else {
+            0
+        };
         if !self.done && self.is_finished() {
             self.done = true;
             self.actions.push_back(Action::Done);
