@@ -63,7 +63,8 @@
 //! - **Stopping.** Every child runs in its own process group. [`Controller::stop`] starts
 //!   nothing more, sends the termination sequence to every group, reaps, and gives every
 //!   token back. When a task's main process exits, whatever it left running in its group is
-//!   killed; no grandchild outlives the run.
+//!   killed, so no grandchild outlives the run (one that leaves the group with `setsid`
+//!   escapes, as from every runner built on process groups).
 //!
 //! # Platform
 //!

@@ -547,6 +547,11 @@ impl fmt::Debug for Runner {
 impl Runner {
     /// A runner that takes its tokens from `client` (a pool joined or created elsewhere).
     /// Capacity changes become a local cap.
+    ///
+    /// The run calls [`Client::inherit_in_every_child`] on the client (so that tasks spawn
+    /// by vfork): with a pipe jobserver, every child the process spawns afterwards, on any
+    /// thread, inherits the pipe while the client lives. Give the runner a client of its own
+    /// pool, or accept that, in a process that spawns other children.
     pub fn new(client: Client, options: Options) -> Self {
         Self::build(client, Pool::Joined, options)
     }
@@ -748,7 +753,6 @@ impl Runner {
             wallet: Vec::new(),
             slots: HashMap::new(),
             locks: HashMap::new(),
-            lock_errors: HashMap::new(),
             failures: HashMap::new(),
             attempts: HashMap::new(),
             last_start: HashMap::new(),
@@ -805,7 +809,14 @@ impl Runner {
     }
 
     fn dry_run(&self, mut sched: Scheduler, graph: &TaskGraph) -> Report {
-        let pool = sched.capacity().min(graph.len().max(1) as u32);
+        // As wide as the capacity, and never narrower than the widest task (a pool of unknown
+        // size gets one lane per task).
+        let widest = graph.tasks.iter().map(|t| t.tokens).max().unwrap_or(1);
+        let pool = if sched.capacity() == u32::MAX {
+            (graph.len() as u32).max(widest)
+        } else {
+            sched.capacity()
+        };
         let costs: Vec<Duration> = sched.graph().ids().map(|t| sched.cost(t)).collect();
         let sim = sim::simulate(
             &mut sched,
@@ -930,7 +941,6 @@ struct Run<'a> {
     wallet: Vec<Token>,
     slots: HashMap<TaskId, Slot>,
     locks: HashMap<TaskId, LockFile>,
-    lock_errors: HashMap<TaskId, String>,
     failures: HashMap<TaskId, Failure>,
     attempts: HashMap<TaskId, u32>,
     last_start: HashMap<TaskId, Duration>,
@@ -998,7 +1008,8 @@ impl Run<'_> {
         self.tx = Some(tx);
         let mut acquire: Option<jobserver_tokio::Acquire> = None;
         let mut terminating: Option<Terminating> = None;
-        let mut progress = tokio::time::interval(self.options.progress_every);
+        let every = self.options.progress_every.max(Duration::from_millis(10));
+        let mut progress = tokio::time::interval(every);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         progress.tick().await;
         loop {
@@ -1128,8 +1139,9 @@ impl Run<'_> {
             Pool::Joined => {
                 let cur = self.sched.capacity();
                 let base = if cur == u32::MAX {
-                    // No known size: count from what is held now.
-                    (self.sched.running_units() + self.sched.collected()).max(1)
+                    // No known size: count from the most this run has held at once.
+                    let held = self.sched.running_units() + self.sched.collected();
+                    self.sched.ledger().peak.max(held).max(1)
                 } else {
                     cur
                 };
@@ -1184,21 +1196,28 @@ impl Run<'_> {
                         .lock
                         .clone()
                         .expect("TryLock for a task with a lock");
-                    let acquired = match process::try_lock(&path) {
+                    let now = self.now();
+                    match process::try_lock(&path) {
                         Ok(Some(lock)) => {
                             self.locks.insert(t, lock);
-                            true
+                            self.sched.handle_lock(t, true, now);
                         }
-                        Ok(None) => false,
+                        Ok(None) => self.sched.handle_lock(t, false, now),
                         Err(e) => {
-                            // Let it "start" and fail at once with the reason.
-                            self.lock_errors
-                                .insert(t, format!("cannot lock {}: {e}", path.display()));
-                            true
+                            // Fails for good: the task fails without starting or tokens.
+                            let failure =
+                                Failure::Spawn(format!("cannot lock {}: {e}", path.display()));
+                            let name = self.name(t).to_owned();
+                            self.emit(&Event::Finished {
+                                task: t,
+                                name: &name,
+                                failure: Some(&failure),
+                                duration: Duration::ZERO,
+                            });
+                            self.failures.insert(t, failure);
+                            self.sched.handle_lock_failed(t, now);
                         }
-                    };
-                    let now = self.now();
-                    self.sched.handle_lock(t, acquired, now);
+                    }
                 }
                 Action::Unlock(t) => {
                     self.locks.remove(&t);
@@ -1270,9 +1289,7 @@ impl Run<'_> {
             started: Instant::now(),
             started_wall: SystemTime::now(),
         };
-        let spawned: Result<(), String> = if let Some(e) = self.lock_errors.remove(&task) {
-            Err(e)
-        } else {
+        let spawned: Result<(), String> = {
             match &spec.work {
                 Work::Closure(f) => {
                     let cx = TaskContext {

@@ -376,3 +376,69 @@ async fn dropping_the_run_future_kills_its_tasks_and_returns_every_token() {
     assert!(report.is_balanced(), "{report:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_lock_that_cannot_be_taken_fails_the_task_without_tokens() {
+    let dir = temp_dir("badlock");
+    let not_a_dir = dir.join("file");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    let mut g = TaskGraph::new();
+    g.add(
+        Task::shell("locked", "true")
+            .lock(not_a_dir.join("sub/the.lock"))
+            .tokens(2),
+    );
+    g.add(Task::shell("after", "true").deps(["locked"]));
+    g.add(Task::shell("independent", "true"));
+    let r = run_own(
+        3,
+        g,
+        Options {
+            keep_going: 0,
+            ..options()
+        },
+    )
+    .await;
+    match &r.tasks[0].status {
+        Status::Failed(Failure::Spawn(m)) => assert!(m.contains("cannot lock"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        r.tasks[1].status,
+        Status::Skipped {
+            because: "locked".into()
+        }
+    );
+    assert_eq!(r.tasks[2].status, Status::Succeeded);
+    assert!(r.audit.is_clean(), "{:?}", r.audit);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_dry_run_of_a_multi_token_task_ends_and_a_zero_progress_period_is_fine() {
+    let mut g = TaskGraph::new();
+    g.add(Task::shell("wide", "exit 1").tokens(2));
+    let r = run_own(
+        4,
+        g,
+        Options {
+            dry_run: true,
+            progress_every: Duration::ZERO,
+            ..options()
+        },
+    )
+    .await;
+    assert_eq!(r.plan.len(), 1);
+    let mut g = TaskGraph::new();
+    g.add(Task::shell("quick", "true"));
+    let r = run_own(
+        2,
+        g,
+        Options {
+            progress_every: Duration::ZERO,
+            ..options()
+        },
+    )
+    .await;
+    assert!(r.success());
+}

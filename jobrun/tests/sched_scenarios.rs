@@ -865,3 +865,52 @@ fn a_head_holding_nothing_yields_to_a_heavier_task_that_became_ready() {
     assert_eq!(drain(&mut s), vec![Action::Start { task: c, tokens: 1 }]);
     assert_eq!(s.head(), Some(b));
 }
+
+/// With no known capacity, a task asking for more units than the pool has is cut to the
+/// most units the run held at once after three back-offs, instead of backing off forever.
+#[test]
+fn unknown_capacity_cuts_an_oversized_task_after_three_back_offs() {
+    use jobrun::sched::{sim, Config, Graph, NodeSpec, Outcome, Scheduler};
+    let mut big = NodeSpec::new("big");
+    big.tokens = 3;
+    let graph = Graph::new([NodeSpec::new("small"), big]).unwrap();
+    let mut s = Scheduler::new(graph, Config::default(), |_| None);
+    let run = sim::simulate(
+        &mut s,
+        2,
+        |_, _| (Duration::from_secs(1), Outcome::Success),
+        |_, _| true,
+    )
+    .expect("finishes");
+    let big_start = run
+        .starts
+        .iter()
+        .find(|st| st.task.index() == 1)
+        .expect("big ran");
+    assert_eq!(big_start.tokens, 2);
+    assert_eq!(run.pool_at_end, 2);
+}
+
+/// Durations that overflow mean "never", not a panic.
+#[test]
+fn huge_durations_do_not_overflow() {
+    use jobrun::sched::{sim, Config, Graph, NodeSpec, Outcome, Scheduler};
+    let mut big = NodeSpec::new("big");
+    big.tokens = 2;
+    let graph = Graph::new([big, NodeSpec::new("one")]).unwrap();
+    let config = Config {
+        capacity: 2,
+        partial_hold: Duration::MAX,
+        retry_after: Duration::MAX,
+        ..Config::default()
+    };
+    let mut s = Scheduler::new(graph, config, |_| None);
+    let run = sim::simulate(
+        &mut s,
+        2,
+        |_, _| (Duration::from_secs(1), Outcome::Success),
+        |_, _| true,
+    )
+    .expect("finishes");
+    assert_eq!(run.starts.len(), 2);
+}

@@ -8,7 +8,8 @@
 //! 1. **commands**: [`Scheduler::set_capacity`], [`Scheduler::stop`];
 //! 2. **events**, each in answer to an action or a demand:
 //!    [`Scheduler::handle_granted`] (tokens arrived), [`Scheduler::handle_lock`] (a lock
-//!    attempt's result), [`Scheduler::handle_finished`] (a task ended),
+//!    attempt's result; [`Scheduler::handle_lock_failed`] when the lock cannot be taken at
+//!    all), [`Scheduler::handle_finished`] (a task ended),
 //!    [`Scheduler::handle_timeout`] (the time from [`Scheduler::poll_timeout`] came);
 //! 3. **output**: after every command or event, drain [`Scheduler::poll_action`] until it is
 //!    `None`, carrying out each action before the next input; then read
@@ -39,7 +40,10 @@
 //!   processes that both want most of the pool therefore cannot deadlock, and the task cannot
 //!   starve behind our own one-token tasks, which hand their tokens to it as they finish;
 //! - a task never asks for more than the capacity: a `k` above it is cut to the capacity
-//!   (drivers refuse `k` above the pool size before the run).
+//!   (drivers refuse `k` above the pool size before the run). When the capacity is unknown
+//!   (`u32::MAX`: a jobserver that gives no size), a task that backed off three times is cut
+//!   to the most units the run has held at once, so that it cannot back off forever;
+//! - durations that overflow (a `partial_hold` of `Duration::MAX`) mean "never".
 //!
 //! # Order
 //!
@@ -454,6 +458,30 @@ impl Scheduler {
         self.step();
     }
 
+    /// The lock attempt asked for by [`Action::TryLock`] failed for good (not "busy": the
+    /// lock file cannot be created or locked at all). The task fails without starting and
+    /// without tokens; its dependents are skipped.
+    ///
+    /// # Panics
+    ///
+    /// If no attempt for `task` is outstanding.
+    pub fn handle_lock_failed(&mut self, task: TaskId, now: Duration) {
+        self.advance(now);
+        assert_eq!(
+            self.lock_pending,
+            Some(task.0),
+            "handle_lock_failed for a task whose lock was not asked for"
+        );
+        self.lock_pending = None;
+        let t = task.0;
+        if self.stopping || self.halted {
+            self.set_state(t, TaskState::NotRun);
+        } else {
+            self.fail(t);
+        }
+        self.step();
+    }
+
     /// The task ended. The driver has already put the task's units back into the collected
     /// set (they may go straight to another task).
     ///
@@ -520,18 +548,7 @@ impl Scheduler {
                     }
                 }
             }
-            Outcome::Failure | Outcome::Interrupted => {
-                self.set_state(t, TaskState::Failed);
-                self.failures += 1;
-                self.skip_dependents(t);
-                if self.config.keep_going > 0
-                    && self.failures >= self.config.keep_going
-                    && !self.halted
-                {
-                    self.halted = true;
-                    self.abandon_queue();
-                }
-            }
+            Outcome::Failure | Outcome::Interrupted => self.fail(t),
             Outcome::Retry => self.park(t, RequeueReason::Retry),
         }
         self.step();
@@ -542,7 +559,10 @@ impl Scheduler {
     pub fn handle_timeout(&mut self, now: Duration) {
         self.advance(now);
         if let (Some(since), Some(t)) = (self.partial_since, self.head) {
-            if now >= since + self.config.partial_hold {
+            if since
+                .checked_add(self.config.partial_hold)
+                .is_some_and(|d| now >= d)
+            {
                 self.back_off(t);
             }
         }
@@ -591,7 +611,9 @@ impl Scheduler {
     /// When to call [`Scheduler::handle_timeout`] if no other event comes first.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let partial = self.partial_since.map(|s| s + self.config.partial_hold);
+        let partial = self
+            .partial_since
+            .and_then(|s| s.checked_add(self.config.partial_hold));
         let deferred = self.deferred.iter().map(|&(_, d)| d).min();
         [partial, deferred, self.park_deadline]
             .into_iter()
@@ -749,10 +771,16 @@ impl Scheduler {
     }
 
     fn need(&self, t: u32) -> u32 {
-        self.graph
-            .tokens(TaskId(t))
-            .min(self.config.capacity)
-            .max(1)
+        let k = self.graph.tokens(TaskId(t)).min(self.config.capacity);
+        // With no known capacity (a jobserver without a `-jN` hint), a task that backed off
+        // three times may be asking for more than the pool has: cut it to the most units
+        // this run has held at once, so that it runs instead of backing off forever.
+        let k = if self.config.capacity == u32::MAX && self.attempts[t as usize] >= 3 {
+            k.min(self.ledger.peak.max(1))
+        } else {
+            k
+        };
+        k.max(1)
     }
 
     fn note_peak(&mut self) {
@@ -792,7 +820,8 @@ impl Scheduler {
         self.set_state(t, TaskState::Parked);
         self.parked.push(t);
         if self.park_deadline.is_none() {
-            self.park_deadline = Some(self.now + self.config.retry_after * (1 << self.park_round));
+            let wait = self.config.retry_after.saturating_mul(1 << self.park_round);
+            self.park_deadline = Some(self.now.saturating_add(wait));
         }
         self.actions.push_back(Action::Requeue {
             task: TaskId(t),
@@ -819,8 +848,9 @@ impl Scheduler {
         *a = a.saturating_add(1);
         let factor = 1u32 << (*a).min(3);
         let jitter = splitmix(self.config.jitter_seed ^ (u64::from(t) << 8) ^ u64::from(*a)) % 1000;
-        let wait = self.config.partial_hold * factor * (1000 + jitter as u32) / 1000;
-        self.deferred.push((t, self.now + wait));
+        let wait = self.config.partial_hold.saturating_mul(factor);
+        let wait = wait.saturating_add(wait.mul_f64(jitter as f64 / 1000.0));
+        self.deferred.push((t, self.now.saturating_add(wait)));
         self.set_state(t, TaskState::Parked);
         self.actions.push_back(Action::Requeue {
             task: TaskId(t),
@@ -891,6 +921,17 @@ impl Scheduler {
             if self.state[i] == TaskState::Waiting {
                 self.set_state(i as u32, TaskState::NotRun);
             }
+        }
+    }
+
+    /// Marks `t` failed, skips its dependents and halts at the failure limit.
+    fn fail(&mut self, t: u32) {
+        self.set_state(t, TaskState::Failed);
+        self.failures += 1;
+        self.skip_dependents(t);
+        if self.config.keep_going > 0 && self.failures >= self.config.keep_going && !self.halted {
+            self.halted = true;
+            self.abandon_queue();
         }
     }
 

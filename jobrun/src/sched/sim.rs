@@ -69,6 +69,9 @@ pub fn simulate(
     let mut attempts = vec![0u32; sched.graph().len()];
     let mut outcomes: Vec<Outcome> = vec![Outcome::Success; sched.graph().len()];
     let mut out = SimRun::default();
+    // Timeouts in a row with nothing started or finished: a scheduler that only ever backs
+    // off is stalled too.
+    let mut idle_timeouts = 0u32;
     loop {
         loop {
             while let Some(action) = sched.poll_action() {
@@ -77,6 +80,7 @@ pub fn simulate(
                     | Action::HandOff {
                         to: task, tokens, ..
                     } => {
+                        idle_timeouts = 0;
                         let (d, o) = run(task, attempts[task.index()]);
                         attempts[task.index()] += 1;
                         outcomes[task.index()] = o;
@@ -122,10 +126,15 @@ pub fn simulate(
         if let Some(Reverse((t, _, task, _))) = due.peek().copied() {
             if t <= now {
                 due.pop();
+                idle_timeouts = 0;
                 let task = TaskId(task);
                 sched.handle_finished(task, outcomes[task.index()], now);
                 continue;
             }
+        }
+        idle_timeouts += 1;
+        if idle_timeouts > 100_000 {
+            return Err(Stalled { at: now });
         }
         sched.handle_timeout(now);
     }
