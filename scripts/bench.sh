@@ -5,6 +5,10 @@
 #   bash scripts/bench.sh --smoke         # every bench, tiny samples (CI: proves none rotted)
 #   bash scripts/bench.sh latency memory  # only these benches
 #
+# The jobrun_* benches measure the task runner: jobrun_core its scheduling core in-process;
+# jobrun_makespan and jobrun_overhead the `jobrun` binary against ninja, make and xargs with
+# real processes (they run `cargo build --release -p jobrun` themselves, or use $JOBRUN).
+#
 # Each bench measures ours and a reference in the same run, interleaved (this machine's
 # absolute times drift between runs; paired ratios do not), and writes its figures to
 # target/bench-results/<bench>.tsv. This script runs the benches one after another, keeps
@@ -14,10 +18,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all=(pipe_ops implicit_slot contention wakeups latency memory processes)
+all=(pipe_ops implicit_slot contention wakeups latency memory processes jobrun_core jobrun_makespan jobrun_overhead)
 
 usage() {
-    sed -n '2,14s/^# \{0,1\}//p' "$0"
+    sed -n '2,19s/^# \{0,1\}//p' "$0"
     echo "benches: ${all[*]}"
 }
 

@@ -63,6 +63,33 @@ pub(crate) fn spawn(cmd: &mut Command, capture: Capture) -> io::Result<(Child, O
     Ok((child?, read))
 }
 
+/// The words of a shell command line that means the same run directly, without a shell
+/// (GNU make's fast path): no quoting, expansion, redirection, control operator, comment or
+/// assignment, and a first word that is not a shell builtin or keyword. `None` otherwise.
+pub(crate) fn plain_words(cmd: &str) -> Option<Vec<&str>> {
+    const SPECIAL: &[char] = &[
+        '#', ';', '"', '\'', '*', '?', '[', ']', '&', '|', '<', '>', '(', ')', '{', '}', '$',
+        '`', '\\', '^', '~', '!', '=', '%', '\n', '\r',
+    ];
+    // Builtins and keywords whose meaning a program of the same name would not have
+    // (`true`, `echo` and `test` are programs too, and behave the same run directly).
+    const SHELL_WORDS: &[&str] = &[
+        ".", ":", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done",
+        "elif", "else", "esac", "eval", "exec", "exit", "export", "fc", "fg", "fi", "for",
+        "function", "getopts", "hash", "if", "jobs", "local", "read", "readonly", "return",
+        "select", "set", "shift", "source", "then", "times", "trap", "type", "typeset",
+        "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+    ];
+    if cmd.contains(SPECIAL) {
+        return None;
+    }
+    let words: Vec<&str> = cmd.split_ascii_whitespace().collect();
+    match words.first() {
+        Some(first) if !SHELL_WORDS.contains(first) => Some(words),
+        _ => None,
+    }
+}
+
 /// Sends `sig` to every process in the group led by `pgid`. A group that is gone is not an
 /// error.
 pub(crate) fn signal_group(pgid: i32, sig: Signal) {
@@ -200,6 +227,35 @@ async fn wait_exit_blocking(pid: Pid) {
         ) {}
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_words;
+
+    #[test]
+    fn only_commands_without_shell_syntax_skip_the_shell() {
+        assert_eq!(plain_words("true"), Some(vec!["true"]));
+        assert_eq!(plain_words("  cc -c  a.c "), Some(vec!["cc", "-c", "a.c"]));
+        for shell in [
+            "echo $HOME",
+            "a && b",
+            "sleep 1; echo",
+            "x > out",
+            "echo 'a b'",
+            "FOO=1 make",
+            "cd dir",
+            "exit 3",
+            "ls *.c",
+            "echo a\\ b",
+            "",
+            "   ",
+            "wait",
+            "echo ~",
+        ] {
+            assert_eq!(plain_words(shell), None, "{shell:?}");
+        }
+    }
 }
 
 /// An exclusive, non-blocking `flock` on a lock file, held while the value lives.

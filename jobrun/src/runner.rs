@@ -1316,11 +1316,19 @@ impl Run<'_> {
                 }
                 work => {
                     let mut cmd = match work {
-                        Work::Shell(s) => {
-                            let mut c = Command::new("/bin/sh");
-                            c.arg("-c").arg(s);
-                            c
-                        }
+                        Work::Shell(s) => match process::plain_words(s) {
+                            // No shell syntax: run it directly, as make does.
+                            Some(words) => {
+                                let mut c = Command::new(words[0]);
+                                c.args(&words[1..]);
+                                c
+                            }
+                            None => {
+                                let mut c = Command::new("/bin/sh");
+                                c.arg("-c").arg(s);
+                                c
+                            }
+                        },
                         Work::Argv(argv) => {
                             let mut c = Command::new(&argv[0]);
                             c.args(&argv[1..]);
