@@ -68,8 +68,8 @@ pub(crate) fn spawn(cmd: &mut Command, capture: Capture) -> io::Result<(Child, O
 /// assignment, and a first word that is not a shell builtin or keyword. `None` otherwise.
 pub(crate) fn plain_words(cmd: &str) -> Option<Vec<&str>> {
     const SPECIAL: &[char] = &[
-        '#', ';', '"', '\'', '*', '?', '[', ']', '&', '|', '<', '>', '(', ')', '{', '}', '$',
-        '`', '\\', '^', '~', '!', '=', '%', '\n', '\r',
+        '#', ';', '"', '\'', '*', '?', '[', ']', '&', '|', '<', '>', '(', ')', '{', '}', '$', '`',
+        '\\', '^', '~', '!', '=', '%', '\n', '\r',
     ];
     // Builtins and keywords whose meaning a program of the same name would not have
     // (`true`, `echo` and `test` are programs too, and behave the same run directly).
@@ -77,8 +77,8 @@ pub(crate) fn plain_words(cmd: &str) -> Option<Vec<&str>> {
         ".", ":", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done",
         "elif", "else", "esac", "eval", "exec", "exit", "export", "fc", "fg", "fi", "for",
         "function", "getopts", "hash", "if", "jobs", "local", "read", "readonly", "return",
-        "select", "set", "shift", "source", "then", "times", "trap", "type", "typeset",
-        "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+        "select", "set", "shift", "source", "then", "times", "trap", "type", "typeset", "ulimit",
+        "umask", "unalias", "unset", "until", "wait", "while",
     ];
     if cmd.contains(SPECIAL) {
         return None;
