@@ -43,7 +43,7 @@
 //!   `jobserver_tokio::Client`, child processes in process groups of their own, and `flock`
 //!   locks, and tells what happens through [`Event`]s.
 //! - [`joblog`]: the job log, whose durations set the next run's priorities and ETA.
-//! - [`file`]: the TOML task-graph format of the `jobrun` command.
+//! - [`mod@file`]: the TOML task-graph format of the `jobrun` command.
 //!
 //! # What a run guarantees
 //!
