@@ -313,10 +313,20 @@ pub struct TaskReport {
     pub start: Option<Duration>,
     /// How long its last run took.
     pub duration: Option<Duration>,
-    /// Token units it held.
+    /// Token units it held in its last run (what it asked for, if it never ran).
     pub tokens: u32,
+    /// The predecessor whose tokens it inherited in its last run (a `then` hand-off), if any.
+    pub inherited_from: Option<String>,
     /// How many times it was retried after "retry later".
     pub retries: u32,
+}
+
+/// What one task held: the runner's per-task ledger.
+#[derive(Debug, Clone, Copy)]
+struct TaskLedger {
+    units: u32,
+    from: Option<TaskId>,
+    runs: u32,
 }
 
 /// The token audit at the end of a run.
@@ -754,8 +764,7 @@ impl Runner {
             slots: HashMap::new(),
             locks: HashMap::new(),
             failures: HashMap::new(),
-            attempts: HashMap::new(),
-            last_start: HashMap::new(),
+            ledgers: HashMap::new(),
             log,
             t0: Instant::now(),
             tx: None,
@@ -800,6 +809,7 @@ impl Runner {
         Ok(report(
             &run.sched,
             &graph,
+            &run.ledgers,
             failures,
             wall,
             audit,
@@ -839,6 +849,7 @@ impl Runner {
         let mut r = report(
             &sched,
             graph,
+            &HashMap::new(),
             HashMap::new(),
             Duration::ZERO,
             audit,
@@ -858,9 +869,11 @@ impl Runner {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     sched: &Scheduler,
     graph: &TaskGraph,
+    ledgers: &HashMap<TaskId, TaskLedger>,
     mut failures: HashMap<TaskId, Failure>,
     wall: Duration,
     audit: Audit,
@@ -890,7 +903,13 @@ fn report(
                 status,
                 start,
                 duration: start.zip(end).map(|(s, e)| e.saturating_sub(s)),
-                tokens: graph.tasks[t.index()].tokens,
+                tokens: ledgers
+                    .get(&t)
+                    .map_or(graph.tasks[t.index()].tokens, |l| l.units),
+                inherited_from: ledgers
+                    .get(&t)
+                    .and_then(|l| l.from)
+                    .map(|f| g.name(f).to_owned()),
                 retries: sched.retries(t),
             }
         })
@@ -942,8 +961,8 @@ struct Run<'a> {
     slots: HashMap<TaskId, Slot>,
     locks: HashMap<TaskId, LockFile>,
     failures: HashMap<TaskId, Failure>,
-    attempts: HashMap<TaskId, u32>,
-    last_start: HashMap<TaskId, Duration>,
+    /// Per started task: the units it holds or held, where they came from, how often it ran.
+    ledgers: HashMap<TaskId, TaskLedger>,
     log: Option<JobLog>,
     t0: Instant,
     tx: Option<mpsc::UnboundedSender<Msg>>,
@@ -1271,13 +1290,17 @@ impl Run<'_> {
             got += t.units() as u32;
             tokens.push(t);
         }
-        let now = self.now();
-        let attempt = {
-            let a = self.attempts.entry(task).or_insert(0);
-            *a += 1;
-            *a - 1
+        let ledger = self.ledgers.entry(task).or_insert(TaskLedger {
+            units,
+            from,
+            runs: 0,
+        });
+        let attempt = ledger.runs;
+        *ledger = TaskLedger {
+            units,
+            from,
+            runs: attempt + 1,
         };
-        self.last_start.insert(task, now);
         let spec = &self.graph.tasks[task.index()];
         let lock = self.locks.remove(&task);
         let tx = self.tx.clone().expect("set at drive");
@@ -1363,6 +1386,10 @@ impl Run<'_> {
             }
         };
         self.slots.insert(task, slot);
+        if spawned.is_ok() {
+            let now = self.now();
+            self.sched.handle_started(task, now);
+        }
         let name = self.name(task).to_owned();
         self.emit(&Event::Started {
             task,

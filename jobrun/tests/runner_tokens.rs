@@ -84,6 +84,9 @@ async fn handing_tokens_to_a_then_successor_does_no_pipe_io() {
     // Two units: the implicit slot and one byte, read once for `build`; `merge` got them
     // from `build` with no read and no write in between.
     assert_eq!(r.audit.ledger.handed_off, 2, "{:?}", r.audit);
+    assert_eq!(r.tasks[1].inherited_from.as_deref(), Some("build"));
+    assert_eq!(r.tasks[1].tokens, 2);
+    assert_eq!(r.tasks[0].inherited_from, None);
     assert_eq!(r.audit.bytes_read, 1, "{:?}", r.audit);
     assert_eq!(r.audit.bytes_written, 1, "{:?}", r.audit);
     assert_eq!(r.audit.pool_lost, Some(0));

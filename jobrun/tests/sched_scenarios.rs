@@ -914,3 +914,26 @@ fn huge_durations_do_not_overflow() {
     .expect("finishes");
     assert_eq!(run.starts.len(), 2);
 }
+
+/// The driver's start time replaces the time the start was asked for.
+#[test]
+fn handle_started_records_the_real_start() {
+    use jobrun::sched::{Config, Graph, NodeSpec, Outcome, Scheduler, TaskId};
+    let mut s = Scheduler::new(
+        Graph::new([NodeSpec::new("a")]).unwrap(),
+        Config::default(),
+        |_| None,
+    );
+    s.handle_granted(1, Duration::from_millis(5));
+    while s.poll_action().is_some() {}
+    let a = TaskId::from_index(0);
+    s.handle_started(a, Duration::from_millis(7));
+    s.handle_finished(a, Outcome::Success, Duration::from_millis(20));
+    assert_eq!(
+        s.times(a),
+        (
+            Some(Duration::from_millis(7)),
+            Some(Duration::from_millis(20))
+        )
+    );
+}

@@ -7,7 +7,8 @@
 //!
 //! 1. **commands**: [`Scheduler::set_capacity`], [`Scheduler::stop`];
 //! 2. **events**, each in answer to an action or a demand:
-//!    [`Scheduler::handle_granted`] (tokens arrived), [`Scheduler::handle_lock`] (a lock
+//!    [`Scheduler::handle_granted`] (tokens arrived), [`Scheduler::handle_started`] (a task's
+//!    process is running: its exact start time), [`Scheduler::handle_lock`] (a lock
 //!    attempt's result; [`Scheduler::handle_lock_failed`] when the lock cannot be taken at
 //!    all), [`Scheduler::handle_finished`] (a task ended),
 //!    [`Scheduler::handle_timeout`] (the time from [`Scheduler::poll_timeout`] came);
@@ -456,6 +457,16 @@ impl Scheduler {
             self.park(t, RequeueReason::LockBusy);
         }
         self.step();
+    }
+
+    /// The driver started the task at `now` (its process spawned). Optional: without it a
+    /// task's start time is when its [`Action::Start`] or [`Action::HandOff`] was emitted.
+    /// Ignored for a task that is not running.
+    pub fn handle_started(&mut self, task: TaskId, now: Duration) {
+        self.advance(now);
+        if self.state[task.index()] == TaskState::Running {
+            self.started_at[task.index()] = micros(now);
+        }
     }
 
     /// The lock attempt asked for by [`Action::TryLock`] failed for good (not "busy": the
