@@ -284,6 +284,20 @@ impl Client {
         self.inner.try_acquire()
     }
 
+    /// Spawns `cmd` sharing the pool, holding `token` until the child is reaped; see
+    /// [`crate::Client::spawn_with_token`].
+    ///
+    /// # Errors
+    ///
+    /// When the spawn fails; the token is given back then.
+    pub fn spawn_with_token(
+        &self,
+        token: Token,
+        cmd: &mut Command,
+    ) -> io::Result<crate::TokenChild<ThreadReactor>> {
+        self.inner.spawn_with_token(token, cmd)
+    }
+
     /// As many tokens as are free now, up to `n`; see [`crate::Client::try_acquire_up_to`].
     ///
     /// # Errors

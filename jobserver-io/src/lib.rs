@@ -30,6 +30,7 @@ mod client;
 mod driver;
 mod error;
 mod server;
+mod spawn;
 pub mod sys;
 
 pub use client::{Client, Mode};
@@ -38,6 +39,7 @@ pub use error::{Error, ErrorKind};
 pub use jobserver_proto::makeflags::{EnvVar, Jobs, MakeFlags};
 pub use jobserver_proto::{ReleasePolicy, Report, Stats};
 pub use server::Server;
+pub use spawn::TokenChild;
 
 /// Declares the public names of a runtime adapter over its [`Reactor`], so that every
 /// adapter crate exports the same API: `Client`, `Token`, `Server`, `Acquire`, and the error

@@ -97,3 +97,105 @@ impl AsyncIoReactor {
         false
     }
 }
+
+/// An `async_process` child that holds a jobserver [`Token`] until it is reaped.
+///
+/// Made by [`spawn_with_token`]. The token goes back when [`SmolTokenChild::status`]
+/// completes; never while the child runs.
+///
+/// Dropping it while the child runs kills nothing and loses no token: a detached thread
+/// waits for the child and then gives the token back.
+#[derive(Debug)]
+pub struct SmolTokenChild {
+    child: Option<async_process::Child>,
+    token: Option<Token>,
+}
+
+/// Spawns `cmd` (made by [`command`], so it shares `client`'s jobserver) and ties `token`
+/// to the child until it is reaped.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// futures_lite::future::block_on(async {
+///     let client = jobserver_smol::Client::from_env_or_new(2)?;
+///     let token = client.acquire().await?;
+///     let mut cmd = jobserver_smol::command(&client, "true");
+///     let mut child = jobserver_smol::spawn_with_token(token, &mut cmd)?;
+///     assert!(child.status().await?.success()); // the token went back after the reap
+///     Ok(())
+/// })
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// When the spawn fails; the token is given back then.
+pub fn spawn_with_token(
+    token: Token,
+    cmd: &mut async_process::Command,
+) -> io::Result<SmolTokenChild> {
+    let child = cmd.spawn()?;
+    Ok(SmolTokenChild {
+        child: Some(child),
+        token: Some(token),
+    })
+}
+
+impl SmolTokenChild {
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// The child, for its pipes.
+    pub fn child_mut(&mut self) -> &mut async_process::Child {
+        self.child.as_mut().expect("present until dropped")
+    }
+
+    /// The token the child holds, until it is reaped.
+    pub fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
+    }
+
+    /// Sends `SIGKILL` to the child. The token stays held until it is reaped.
+    ///
+    /// # Errors
+    ///
+    /// As `async_process::Child::kill`.
+    pub fn kill(&mut self) -> io::Result<()> {
+        self.child_mut().kill()
+    }
+
+    /// Waits for the child to exit, then gives the token back.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future leaves the child running and the token held.
+    ///
+    /// # Errors
+    ///
+    /// As `async_process::Child::status`; the token is given back either way.
+    pub async fn status(&mut self) -> io::Result<std::process::ExitStatus> {
+        let status = self.child_mut().status().await;
+        drop(self.token.take());
+        status
+    }
+}
+
+impl Drop for SmolTokenChild {
+    fn drop(&mut self) {
+        let (Some(mut child), Some(token)) = (self.child.take(), self.token.take()) else {
+            return;
+        };
+        if !matches!(child.try_status(), Ok(None)) {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("jobserver-reaper".into())
+            .spawn(move || {
+                let _ = async_io::block_on(child.status());
+                drop(token);
+            });
+        drop(spawned);
+    }
+}

@@ -122,3 +122,111 @@ impl jobserver_io::Reactor for TokioReactor {
         }
     }
 }
+
+/// A `tokio::process` child that holds a jobserver [`Token`] until it is reaped.
+///
+/// Made by [`spawn_with_token`]. The token goes back when [`TokioTokenChild::wait`]
+/// completes; never while the child runs.
+///
+/// Dropping it while the child runs kills nothing and loses no token: a task on the current
+/// runtime waits for the child and then gives the token back. Without a runtime at that
+/// moment the token goes back at once (and tokio reaps the child in the background).
+#[cfg(feature = "process")]
+#[derive(Debug)]
+pub struct TokioTokenChild {
+    child: Option<tokio::process::Child>,
+    token: Option<Token>,
+}
+
+/// Configures `cmd` to share `client`'s jobserver, spawns it, and ties `token` to the child
+/// until it is reaped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = jobserver_tokio::Client::from_env_or_new(2)?;
+/// let token = client.acquire().await?;
+/// let mut child = jobserver_tokio::spawn_with_token(&client, token, &mut tokio::process::Command::new("true"))?;
+/// assert!(child.wait().await?.success()); // the token went back after the reap
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// When the spawn fails; the token is given back then.
+#[cfg(feature = "process")]
+pub fn spawn_with_token(
+    client: &Client,
+    token: Token,
+    cmd: &mut tokio::process::Command,
+) -> io::Result<TokioTokenChild> {
+    client.configure(cmd.as_std_mut());
+    let child = cmd.spawn()?;
+    Ok(TokioTokenChild {
+        child: Some(child),
+        token: Some(token),
+    })
+}
+
+#[cfg(feature = "process")]
+impl TokioTokenChild {
+    /// The child's process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// The child, for its pipes.
+    pub fn child_mut(&mut self) -> &mut tokio::process::Child {
+        self.child.as_mut().expect("present until dropped")
+    }
+
+    /// The token the child holds, until it is reaped.
+    pub fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
+    }
+
+    /// Sends `SIGKILL` to the child (without waiting). The token stays held until it is
+    /// reaped.
+    ///
+    /// # Errors
+    ///
+    /// As `tokio::process::Child::start_kill`.
+    pub fn start_kill(&mut self) -> io::Result<()> {
+        self.child_mut().start_kill()
+    }
+
+    /// Waits for the child to exit, then gives the token back.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future leaves the child running and the token held; wait
+    /// again, or drop the `TokioTokenChild` (see its docs).
+    ///
+    /// # Errors
+    ///
+    /// As `tokio::process::Child::wait`; the token is given back either way.
+    pub async fn wait(&mut self) -> io::Result<std::process::ExitStatus> {
+        let status = self.child_mut().wait().await;
+        drop(self.token.take());
+        status
+    }
+}
+
+#[cfg(feature = "process")]
+impl Drop for TokioTokenChild {
+    fn drop(&mut self) {
+        let (Some(mut child), Some(token)) = (self.child.take(), self.token.take()) else {
+            return;
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = child.wait().await;
+                drop(token);
+            });
+        }
+    }
+}
