@@ -298,6 +298,15 @@ impl Client {
         self.inner.spawn_with_token(token, cmd)
     }
 
+    /// `n` tokens if all are free now; see [`crate::Client::try_acquire_many`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::try_acquire_many`].
+    pub fn try_acquire_many(&self, n: usize) -> Result<Option<Token>, Error> {
+        self.inner.try_acquire_many(n)
+    }
+
     /// As many tokens as are free now, up to `n`; see [`crate::Client::try_acquire_up_to`].
     ///
     /// # Errors

@@ -465,6 +465,17 @@ impl<R: Reactor> Client<R> {
         self.shared.try_acquire(1, false)
     }
 
+    /// Takes `n` tokens at once if they are all free now, without waiting: all or nothing,
+    /// as [`Client::acquire_many`]. `Ok(None)` when fewer are free (bytes read for the
+    /// attempt go back). Requests already waiting come first.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::acquire_many`].
+    pub fn try_acquire_many(&self, n: usize) -> Result<Option<Token<R>>, Error> {
+        self.shared.try_acquire(n, false)
+    }
+
     /// Takes as many tokens as are free now, up to `n`, without waiting (for a tool deciding
     /// how many threads to run). `Ok(None)` when none is free.
     ///

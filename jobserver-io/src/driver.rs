@@ -471,6 +471,49 @@ impl<R: Reactor> Token<R> {
         self.permit.as_ref().map_or(0, Permit::units)
     }
 
+    /// Splits `units` off into a new token of the same client, or gives `None` if this token
+    /// has fewer. Nothing is read or written: the units (and the bytes behind them) move
+    /// from one token to the other, so a thread pool can give its units back one at a time
+    /// as its threads finish.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), jobserver_io::Error> {
+    /// let server = jobserver_io::blocking::Server::new(4)?;
+    /// let client = jobserver_io::blocking::Client::from(server.client()?);
+    /// let mut four = client.acquire_many(4)?;
+    /// let one = four.split(1).expect("4 units");
+    /// assert_eq!((four.units(), one.units()), (3, 1));
+    /// drop(one); // one unit back: a byte is written to the pool
+    /// assert_eq!(server.available().unwrap(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn split(&mut self, units: usize) -> Option<Token<R>> {
+        let permit = self.permit.as_mut()?.split(units)?;
+        Some(Token {
+            shared: self.shared.clone(),
+            permit: Some(permit),
+        })
+    }
+
+    /// Joins `other` into this token. Both must come from the same client (or its clones);
+    /// otherwise `other` is handed back unchanged in `Err`.
+    ///
+    /// # Errors
+    ///
+    /// `Err(other)` when it belongs to another client.
+    pub fn merge(&mut self, mut other: Token<R>) -> Result<(), Token<R>> {
+        if !Arc::ptr_eq(&self.shared, &other.shared) {
+            return Err(other);
+        }
+        match (self.permit.as_mut(), other.permit.take()) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, theirs) => self.permit = theirs,
+            (Some(_), None) => {}
+        }
+        Ok(())
+    }
+
     /// Gives the tokens back now and reports whether writing them to the jobserver worked.
     ///
     /// # Errors
