@@ -19,7 +19,9 @@
 //! only supplies a [`Reactor`](jobserver_io::Reactor) on `async_io::Async`.
 //!
 //! Spawning children that share the pool: configure a `std::process::Command` with
-//! [`Client::configure`] and convert it, or use [`command`] for an `async_process::Command`.
+//! [`Client::configure`] and convert it, or (with the default `process` feature) use
+//! `command` for an `async_process::Command` and `spawn_with_token` for a child that holds
+//! a token until it is reaped.
 //!
 //! # Platform-specific behavior
 //!
@@ -30,6 +32,7 @@
 #![cfg(unix)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "process")]
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -41,6 +44,7 @@ use jobserver_io::Filled;
 jobserver_io::adapter_api!(AsyncIoReactor, "async-io (smol)");
 
 /// An `async_process::Command` for `program` whose child shares `client`'s jobserver.
+#[cfg(feature = "process")]
 pub fn command(client: &Client, program: impl AsRef<OsStr>) -> async_process::Command {
     let mut cmd = std::process::Command::new(program);
     client.configure(&mut cmd);
@@ -105,6 +109,7 @@ impl AsyncIoReactor {
 ///
 /// Dropping it while the child runs kills nothing and loses no token: a detached thread
 /// waits for the child and then gives the token back.
+#[cfg(feature = "process")]
 #[derive(Debug)]
 pub struct SmolTokenChild {
     child: Option<async_process::Child>,
@@ -130,6 +135,7 @@ pub struct SmolTokenChild {
 /// # Errors
 ///
 /// When the spawn fails; the token is given back then.
+#[cfg(feature = "process")]
 pub fn spawn_with_token(
     token: Token,
     cmd: &mut async_process::Command,
@@ -141,6 +147,7 @@ pub fn spawn_with_token(
     })
 }
 
+#[cfg(feature = "process")]
 impl SmolTokenChild {
     /// The child's process id.
     pub fn id(&self) -> u32 {
@@ -182,6 +189,7 @@ impl SmolTokenChild {
     }
 }
 
+#[cfg(feature = "process")]
 impl Drop for SmolTokenChild {
     fn drop(&mut self) {
         let (Some(mut child), Some(token)) = (self.child.take(), self.token.take()) else {
