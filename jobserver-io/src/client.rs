@@ -419,7 +419,9 @@ impl<R: Reactor> Client<R> {
     /// Waits for one token.
     ///
     /// The first token of the process is its implicit slot and needs no read. Requests are
-    /// served in the order they were made; each token read wakes exactly one request.
+    /// served in the order they were first polled (a future joins the queue when it is
+    /// first polled, not when `acquire` is called); each token read wakes exactly one
+    /// request.
     ///
     /// # Cancel safety
     ///
@@ -487,8 +489,11 @@ impl<R: Reactor> Client<R> {
     }
 
     /// Lets `cmd`'s child share this jobserver: sets `MAKEFLAGS` and `CARGO_MAKEFLAGS`, and in
-    /// pipe mode makes the pipe inheritable in that child only (other children do not get it).
-    /// The descriptors stay open for as long as `cmd` exists, even if the client is dropped.
+    /// pipe mode makes the pipe inheritable in that child only: other children do not get
+    /// *our* descriptors. (The descriptors make handed this process, at the numbers in its
+    /// `MAKEFLAGS`, are make's; they stay inheritable as make left them, and children that
+    /// are not configured may inherit them without being told.) The descriptors stay open
+    /// for as long as `cmd` exists, even if the client is dropped.
     ///
     /// For a tokio command use `cmd.as_std_mut()`; for async-process, configure a
     /// `std::process::Command` and convert it with `From`.
@@ -558,7 +563,11 @@ impl<R: Reactor> Client<R> {
         self.shared.lock().machine.stats()
     }
 
-    /// Bytes waiting in the jobserver pipe now (FIONREAD); `None` without a jobserver.
+    /// Token bytes sitting in the jobserver pipe now, by `FIONREAD`: free tokens of the whole
+    /// pool that no process holds, *not* how many this client could take (the implicit slot
+    /// is not counted, and another process may take any of them first). `None` without a
+    /// jobserver. [`Server::available`](crate::Server::available) is the same measure on the
+    /// server side.
     ///
     /// # Errors
     ///

@@ -1,5 +1,8 @@
 //! The operating-system layer shared by every driver (tokio, smol, blocking).
 //!
+//! Public for this workspace's adapters, tests and benches; it is not part of the stable
+//! API and may change in any release.
+//!
 //! Everything here is a thin, synchronous wrapper over one or a few system
 //! calls, made through `rustix`. The functions never block on their own except
 //! where documented (`write_all` on a descriptor the caller left blocking), and
