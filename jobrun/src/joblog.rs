@@ -99,11 +99,11 @@ impl Entry {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
+        let micros = u64::try_from(self.duration.as_micros()).unwrap_or(u64::MAX);
         format!(
-            "{}\t{}\t{}\t{}\n",
+            "{}\t{}\t{micros}\t{}\n",
             escape(&self.name),
-            start,
-            self.duration.as_micros(),
+            u64::try_from(start).unwrap_or(u64::MAX),
             self.status
         )
     }

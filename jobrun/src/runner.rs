@@ -990,7 +990,7 @@ struct Terminating {
     at: tokio::time::Instant,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn now(&self) -> Duration {
         self.t0.elapsed()
     }
@@ -1014,8 +1014,11 @@ impl Run<'_> {
         }
     }
 
-    fn name(&self, t: TaskId) -> &str {
-        &self.graph.tasks[t.index()].name
+    /// The task's name, borrowed from the graph (not from `self`, so that events can carry
+    /// it while `self` is borrowed mutably).
+    fn name(&self, t: TaskId) -> &'a str {
+        let graph: &'a TaskGraph = self.graph;
+        &graph.tasks[t.index()].name
     }
 
     async fn drive(
@@ -1226,10 +1229,10 @@ impl Run<'_> {
                             // Fails for good: the task fails without starting or tokens.
                             let failure =
                                 Failure::Spawn(format!("cannot lock {}: {e}", path.display()));
-                            let name = self.name(t).to_owned();
+                            let name = self.name(t);
                             self.emit(&Event::Finished {
                                 task: t,
-                                name: &name,
+                                name,
                                 failure: Some(&failure),
                                 duration: Duration::ZERO,
                             });
@@ -1258,20 +1261,15 @@ impl Run<'_> {
                     }
                 }
                 Action::Requeue { task, reason } => {
-                    let name = self.name(task).to_owned();
-                    self.emit(&Event::Requeued {
-                        task,
-                        name: &name,
-                        reason,
-                    });
+                    let name = self.name(task);
+                    self.emit(&Event::Requeued { task, name, reason });
                 }
                 Action::Skip { task, because } => {
-                    let (name, because) =
-                        (self.name(task).to_owned(), self.name(because).to_owned());
+                    let (name, because) = (self.name(task), self.name(because));
                     self.emit(&Event::Skipped {
                         task,
-                        name: &name,
-                        because: &because,
+                        name,
+                        because,
                     });
                 }
                 Action::Done => {}
@@ -1390,10 +1388,10 @@ impl Run<'_> {
             let now = self.now();
             self.sched.handle_started(task, now);
         }
-        let name = self.name(task).to_owned();
+        let name = self.name(task);
         self.emit(&Event::Started {
             task,
-            name: &name,
+            name,
             tokens: units,
             from,
         });
@@ -1409,10 +1407,10 @@ impl Run<'_> {
     fn handle_msg(&mut self, msg: Msg, pool: &Pool) {
         match msg {
             Msg::Line(task, line) => {
-                let name = self.name(task).to_owned();
+                let name = self.name(task);
                 self.emit(&Event::Output {
                     task,
-                    name: &name,
+                    name,
                     data: &line,
                 });
             }
@@ -1439,17 +1437,17 @@ impl Run<'_> {
                         self.emit(&Event::Warning(&msg));
                     }
                 }
-                let name = self.name(task).to_owned();
+                let name = self.name(task);
                 if !output.is_empty() {
                     self.emit(&Event::Output {
                         task,
-                        name: &name,
+                        name,
                         data: &output,
                     });
                 }
                 self.emit(&Event::Finished {
                     task,
-                    name: &name,
+                    name,
                     failure: failure.as_ref(),
                     duration,
                 });
