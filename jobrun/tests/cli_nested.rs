@@ -18,8 +18,8 @@ mod cli_common;
 use std::path::Path;
 
 use cli_common::{
-    assert_make_tokens_clean, command, jobrun, make43, make44, run, sh_quote, write_makefile,
-    Output, Spans, TempDir, JOBRUN,
+    assert_make_tokens_clean, command, jobrun, make43, make44, ninja, run, sh_quote,
+    write_makefile, Output, Spans, TempDir, JOBRUN,
 };
 
 const HOLD: &str = "0.4";
@@ -134,5 +134,46 @@ fn nested_makes_share_an_outer_make44_fifo_pool() {
         &["--jobserver-style=fifo"],
         Some(&m44),
         "nested-outer-44",
+    );
+}
+
+/// ninja 1.13 joins a jobserver when run without `-j`: run by `jobrun -j3` next to a make,
+/// its edges and the make's jobs share the 3 slots.
+#[test]
+fn nested_ninja_shares_jobruns_own_pool() {
+    let dir = TempDir::new("nested-ninja");
+    let log = dir.join("spans.log");
+    write_submake(&dir, "a", "A", 2, &log);
+    let quoted = sh_quote(&log.display().to_string());
+    let mut build = String::from("rule span\n  command = echo \"S $out $$(date +%s%N)\" >> LOG; sleep HOLD; echo \"E $out $$(date +%s%N)\" >> LOG\n");
+    build = build.replace("LOG", &quoted).replace("HOLD", HOLD);
+    for i in 1..=6 {
+        build += &format!("build N{i}: span\n");
+    }
+    dir.write("build.ninja", &build);
+    let args = vec![
+        "-v".to_owned(),
+        "-j3".to_owned(),
+        "--".to_owned(),
+        format!("{} -f a.mk", make43().display()),
+        format!("{} -f build.ninja", ninja().display()),
+    ];
+    let out = run(jobrun(&dir, &args), &dir, "jobrun");
+    out.assert_code(0);
+    assert!(out.stderr.contains("pool whole: audit clean"), "{out}");
+    let spans = Spans::read(&log);
+    assert_eq!(spans.started(), 8, "{}\n{out}", spans.text());
+    spans.assert_all_ended();
+    let max = spans.max_concurrency();
+    assert!(
+        max <= 3,
+        "{max} jobs at once, bound 3:\n{}\n{out}",
+        spans.pretty()
+    );
+    let n = spans.max_concurrency_of("N");
+    assert!(
+        n >= 2,
+        "ninja never ran 2 edges at once ({n}): it did not take tokens from the pool\n{}\n{out}",
+        spans.pretty()
     );
 }

@@ -682,6 +682,11 @@ pub(crate) fn make43() -> PathBuf {
     find_peer("MAKE43", PathBuf::from("make"), "GNU Make 4.3")
 }
 
+/// ninja 1.13.2 from `.peers/` (override with `NINJA`). Fails the test when missing.
+pub(crate) fn ninja() -> PathBuf {
+    find_peer("NINJA", workspace_root().join(".peers/bin/ninja"), "1.13.2")
+}
+
 /// GNU make 4.4.1 from `.peers/` (override with `MAKE44`). Fails the test when missing.
 pub(crate) fn make44() -> PathBuf {
     find_peer(
