@@ -298,6 +298,11 @@ impl Client {
         self.inner.spawn_with_token(token, cmd)
     }
 
+    /// Wait times and peaks; see [`crate::Client::metrics`].
+    pub fn metrics(&self) -> crate::Metrics {
+        self.inner.metrics()
+    }
+
     /// `n` tokens if all are free now; see [`crate::Client::try_acquire_many`].
     ///
     /// # Errors

@@ -558,6 +558,21 @@ impl<R: Reactor> Client<R> {
         self.info.degraded.as_ref()
     }
 
+    /// Wait times and peaks of this client and its clones; see [`Metrics`](crate::Metrics).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), jobserver_io::Error> {
+    /// let client = jobserver_io::blocking::Client::from_env_or_new(2)?;
+    /// drop(client.acquire()?);
+    /// let m = client.metrics();
+    /// assert_eq!((m.granted, m.peak_units), (1, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> crate::Metrics {
+        self.shared.lock().metrics
+    }
+
     /// Counters and gauges of the token machine.
     pub fn stats(&self) -> Stats {
         self.shared.lock().machine.stats()

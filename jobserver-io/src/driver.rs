@@ -10,6 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, WaiterId};
 
@@ -88,6 +89,42 @@ pub(crate) struct State {
     read_error: Option<String>,
     /// The most recent failed write of a token, not yet taken by the application.
     write_error: Option<io::Error>,
+    /// Wait times and peaks, measured here (the machine has no clock).
+    pub(crate) metrics: Metrics,
+}
+
+/// How long requests waited for tokens, and the peaks of one client (and its clones).
+///
+/// Measured by the driver: a request that is granted on its first poll counts as a wait of
+/// zero and reads no clock; one that has to wait is timed from its first poll to the poll
+/// that completes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Requests that completed with a token.
+    pub granted: u64,
+    /// Of those, requests that had to wait (were pending at least once).
+    pub waited: u64,
+    /// Requests that failed (the jobserver failed, or the request could never be met).
+    pub failed: u64,
+    /// Total time the `waited` requests spent waiting.
+    pub total_wait: Duration,
+    /// The longest single wait.
+    pub max_wait: Duration,
+    /// The most units held at once by this client's tokens (implicit slot included).
+    pub peak_units: usize,
+    /// The most requests waiting at once.
+    pub peak_waiting: usize,
+}
+
+impl Metrics {
+    /// The mean wait of the requests that had to wait.
+    pub fn mean_wait(&self) -> Option<Duration> {
+        u32::try_from(self.waited)
+            .ok()
+            .filter(|&n| n > 0)
+            .map(|n| self.total_wait / n)
+    }
 }
 
 impl State {
@@ -178,6 +215,7 @@ impl<R: Reactor> Shared<R> {
                 wakers: Vec::new(),
                 read_error: None,
                 write_error: None,
+                metrics: Metrics::default(),
             }),
             conn,
             read_waker: Waker::from(Arc::new(ReadReady {
@@ -258,6 +296,10 @@ impl<R: Reactor> Shared<R> {
                 }
             }
         }
+        let stats = state.machine.stats();
+        let m = &mut state.metrics;
+        m.peak_units = m.peak_units.max(stats.running);
+        m.peak_waiting = m.peak_waiting.max(stats.waiting);
         first_write_error
     }
 
@@ -296,6 +338,7 @@ impl<R: Reactor> Shared<R> {
             shared: Some(self.clone()),
             units,
             id: None,
+            pending_since: None,
         }
     }
 
@@ -372,6 +415,8 @@ pub struct Acquire<R: Reactor> {
     shared: Option<Arc<Shared<R>>>,
     units: usize,
     id: Option<WaiterId>,
+    /// Set when the request first had to wait (no clock is read on the fast path).
+    pending_since: Option<Instant>,
 }
 
 impl<R: Reactor> std::fmt::Debug for Acquire<R> {
@@ -408,11 +453,39 @@ impl<R: Reactor> Future for Acquire<R> {
         };
         let outcome = state.machine.take_outcome(id);
         let result = shared.outcome(outcome, &state);
-        if result.is_none() {
-            state.set_waker(id, cx.waker());
-        } else {
-            state.clear_waker(id);
-            this.id = None;
+        match &result {
+            None => {
+                state.set_waker(id, cx.waker());
+                this.pending_since.get_or_insert_with(Instant::now);
+            }
+            Some(done) => {
+                state.clear_waker(id);
+                this.id = None;
+                let waited = this.pending_since.map(|t| t.elapsed());
+                let m = &mut state.metrics;
+                match done {
+                    Ok(_) => {
+                        m.granted += 1;
+                        if let Some(w) = waited {
+                            m.waited += 1;
+                            m.total_wait += w;
+                            m.max_wait = m.max_wait.max(w);
+                        }
+                    }
+                    Err(_) => m.failed += 1,
+                }
+                #[cfg(feature = "tracing")]
+                match done {
+                    Ok(_) => tracing::debug!(
+                        units = this.units,
+                        wait_us = waited.map_or(0, |w| w.as_micros() as u64),
+                        "jobserver tokens granted"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(units = this.units, error = %e, "jobserver request failed")
+                    }
+                }
+            }
         }
         drop(state);
         wake_all(wake);

@@ -34,7 +34,7 @@ mod spawn;
 pub mod sys;
 
 pub use client::{Client, Mode};
-pub use driver::{Acquire, Filled, Reactor, Token};
+pub use driver::{Acquire, Filled, Metrics, Reactor, Token};
 pub use error::{Error, ErrorKind};
 pub use jobserver_proto::makeflags::{EnvVar, Jobs, MakeFlags};
 pub use jobserver_proto::{ReleasePolicy, Report, Stats};
@@ -52,7 +52,8 @@ pub use spawn::TokenChild;
 macro_rules! adapter_api {
     ($reactor:ty, $runtime:literal) => {
         pub use $crate::{
-            EnvVar, Error, ErrorKind, Jobs, MakeFlags, Mode, ReleasePolicy, Report, Stats,
+            EnvVar, Error, ErrorKind, Jobs, MakeFlags, Metrics, Mode, ReleasePolicy, Report,
+            Stats,
         };
 
         #[doc = concat!("The jobserver client for ", $runtime, ". See [`jobserver_io::Client`] for every method.")]
