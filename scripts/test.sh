@@ -18,6 +18,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo doc"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
 
+# Every crate that is published (all but jobserver-benches and jobserver-tests, which are
+# `publish = false`) must package: metadata, readme, path dependencies with versions. cargo
+# packages the workspace's crates together and resolves each against the others' fresh
+# packages, so it needs the crates.io index for the rest (CI and dev machines reach it). It
+# also builds each tarball on its own (no --no-verify): that catches a file left out of a
+# package, for about a minute on two cores.
+# --allow-dirty: this checks the packages, not that the work is committed, so the script also
+# runs on uncommitted work.
+step "cargo package"
+cargo package --workspace --locked --allow-dirty \
+    --exclude jobserver-benches --exclude jobserver-tests
+
 step "cargo test"
 cargo test --workspace --locked
 

@@ -66,7 +66,7 @@ struct Args {
     /// Dry run: list the commands in the order they would start; run nothing (also make's `n`).
     #[arg(short = 'n', long = "dry-run")]
     dry_run: bool,
-    /// Debug detail: every start, every token hand-off (also make's `d`).
+    /// Debug detail: every start, every token hand-off (also make's `d` or `--debug`).
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
     /// The job log, read for priorities and the ETA, appended as tasks end.
@@ -110,16 +110,6 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(run(args))
-}
-
-/// make's single-letter flags: the first word of MAKEFLAGS when it does not start with `-`.
-fn make_letter_flag(letter: char) -> bool {
-    let Some(v) = std::env::var_os("MAKEFLAGS") else {
-        return false;
-    };
-    let v = v.to_string_lossy();
-    let first = v.split_whitespace().next().unwrap_or("");
-    !first.starts_with('-') && !first.contains('=') && first.contains(letter)
 }
 
 fn load_graph(args: &Args) -> Result<TaskGraph, String> {
@@ -197,7 +187,6 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let verbose = args.verbose || make_letter_flag('d');
     let interactive = std::io::stderr().is_terminal();
     let mut options = Options::default();
     options.jobs = args.jobs.unwrap_or(options.jobs).max(1);
@@ -227,6 +216,8 @@ async fn run(args: Args) -> ExitCode {
     if let Some(why) = runner.degraded() {
         eprintln!("jobrun: warning: running one task at a time: {why}");
     }
+    // make's debug flag (`make -d`, `--debug[=LEVELS]`) implies `-v`.
+    let verbose = args.verbose || runner.make_flags().is_some_and(|f| f.debug);
     if verbose {
         let how = if runner.owns_pool() {
             format!("created a pool of {}", runner.pool_size().unwrap_or(1))

@@ -629,6 +629,21 @@ impl Runner {
         &self.client
     }
 
+    /// make's flags as found in the environment (`CARGO_MAKEFLAGS`, `MAKEFLAGS` or `MFLAGS`,
+    /// chosen as [`jobserver_proto::makeflags::from_env`] does), whether or not they name a
+    /// jobserver: [`dry_run`](jobserver_tokio::MakeFlags::dry_run),
+    /// [`keep_going`](jobserver_tokio::MakeFlags::keep_going),
+    /// [`debug`](jobserver_tokio::MakeFlags::debug) and the rest.
+    ///
+    /// For a runner made by [`Runner::from_env`], `None` when none of those variables is set
+    /// or the one that decides cannot be parsed; for one made by [`Runner::new`] or
+    /// [`Runner::with_server`], the flags of the client's variable, if it came from one.
+    /// [`Options::honour_makeflags`] decides whether [`Runner::run`] follows `n` and `k`;
+    /// this getter reports them either way.
+    pub fn make_flags(&self) -> Option<&jobserver_tokio::MakeFlags> {
+        self.make_flags.as_ref()
+    }
+
     /// Why the runner runs one task at a time instead of joining make's jobserver, if it
     /// does (see [`Runner::from_env`]).
     pub fn degraded(&self) -> Option<&jobserver_tokio::Error> {

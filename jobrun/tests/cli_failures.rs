@@ -16,11 +16,14 @@
 //!    the same with no `-j` (so no jobserver, just `MAKEFLAGS=n` / `k`).
 //! 7. `make_k_keeps_going_in_a_rule_without_plus`: `make -k -j2`, rule without `+` (make
 //!    closes the jobserver's descriptors; `k` is still in `MAKEFLAGS`).
+//! 8. `make_d_implies_verbose` / `make_debug_implies_verbose_under_a_jobserver`: make 4.4.1
+//!    `-d` (`MAKEFLAGS=d`) and `--debug=b -j2` turn on jobrun's `-v` lines;
+//!    `makeflags_debug_implies_verbose` checks the values make writes, without make.
 
 mod cli_common;
 
 use cli_common::{
-    command, jobrun, make43, run, toml_task, write_makefile, Output, TempDir, JOBRUN,
+    command, jobrun, make43, make44, run, toml_task, write_makefile, Output, TempDir, JOBRUN,
 };
 
 fn failure_graph(dir: &TempDir) {
@@ -261,4 +264,71 @@ fn make_k_keeps_going_without_a_jobserver() {
 #[test]
 fn make_k_keeps_going_in_a_rule_without_plus() {
     make_k_keeps_going_rule(&["-j2"], "", "make-k-noplus");
+}
+
+/// The verbose lines `-v` prints for the tasks of [`chain_graph`].
+fn start_lines(out: &Output) -> Vec<&str> {
+    out.stderr_lines_with("jobrun: start `")
+}
+
+/// Runs make 4.4.1 with `args` on a rule `+jobrun -f g.toml`, and checks that jobrun ran
+/// every task and printed its verbose lines.
+fn make_debug_implies_verbose(args: &[&str], label: &str) {
+    let dir = TempDir::new(label);
+    chain_graph(&dir);
+    write_makefile(&dir, &[("all", &[format!("+{JOBRUN} -f g.toml")])]);
+    let mut cmd = command(make44(), &dir);
+    cmd.args(args);
+    let out = run(cmd, &dir, "make");
+    out.assert_code(0);
+    assert_eq!(
+        marks(&dir),
+        ["mark_a", "mark_b", "mark_c", "mark_x"],
+        "{out}"
+    );
+    assert_eq!(
+        start_lines(&out).len(),
+        4,
+        "`make {}` must make jobrun verbose (one `jobrun: start` line per task)\n{out}",
+        args.join(" ")
+    );
+}
+
+#[test]
+fn make_d_implies_verbose() {
+    make_debug_implies_verbose(&["-d"], "make-d");
+}
+
+#[test]
+fn make_debug_implies_verbose_under_a_jobserver() {
+    make_debug_implies_verbose(&["--debug=b", "-j2"], "make-debug-j2");
+}
+
+/// The `MAKEFLAGS` values GNU make 4.4.1 writes (see `jobserver-proto/tests/protocol_vectors.rs`),
+/// given to jobrun directly: debug on gives the verbose lines, debug off (no debug option, or
+/// `--debug=n`, make's "none") does not.
+#[test]
+fn makeflags_debug_implies_verbose() {
+    for (value, verbose) in [
+        ("d", true),
+        ("dk", true),
+        (" --debug=basic", true),
+        (" --debug=v,j", true),
+        ("k", false),
+        (" --debug=n", false),
+        ("", false),
+    ] {
+        let dir = TempDir::new("makeflags-debug");
+        chain_graph(&dir);
+        let mut cmd = jobrun(&dir, ["-j1", "-f", "g.toml"]);
+        cmd.env("MAKEFLAGS", value);
+        let out = run(cmd, &dir, "jobrun");
+        out.assert_code(0);
+        let want = if verbose { 4 } else { 0 };
+        assert_eq!(
+            start_lines(&out).len(),
+            want,
+            "MAKEFLAGS={value:?}: verbose lines expected: {verbose}\n{out}"
+        );
+    }
 }

@@ -5,7 +5,9 @@
 //! into a [`MakeFlags`] description ([`parse`]), picks the variable that
 //! decides among `CARGO_MAKEFLAGS`, `MAKEFLAGS` and `MFLAGS` through a lookup
 //! closure supplied by the caller ([`from_env`]), and builds the value a
-//! server exports to its children ([`encode_pipe`], [`encode_fifo`]).
+//! server exports to its children ([`encode_pipe`], [`encode_fifo`], and
+//! [`encode_pipe_with_flags`] / [`encode_fifo_with_flags`] to pass make's
+//! one-letter flags on as well).
 //!
 //! The reading rules follow what GNU make 4.4.1 does when it finds its own
 //! options in the environment:
@@ -52,6 +54,21 @@ pub struct MakeFlags {
     pub silent: bool,
     /// Set by `i`, `-i` or `--ignore-errors`.
     pub ignore_errors: bool,
+    /// Whether make prints debugging information: set by `d`, `-d`,
+    /// `--debug` or `--debug=LEVELS`, as GNU make 4.4.1 decides it.
+    ///
+    /// make writes `-d` as the letter `d` of the flag cluster and `--debug`
+    /// as `--debug=basic`. The level `n` (`none`) in a `--debug` list turns
+    /// debugging off again, even that of a `-d` written anywhere in the
+    /// value, because make applies `-d` before every `--debug` list: the last
+    /// level of the last list decides (`--debug=n -d` is off, `-d
+    /// --debug=n,b` is on). Levels other than `a`, `b`, `i`, `j`, `m`, `n`,
+    /// `p`, `v` and `w` (only the first letter of each comma-separated level
+    /// counts, in either case) are ignored here; make itself rejects them.
+    ///
+    /// Which kinds of debugging were asked for is not kept. The encoders
+    /// write the flag back as `d` (see [`encode_flags`]).
+    pub debug: bool,
 }
 
 impl MakeFlags {
@@ -77,6 +94,7 @@ impl Default for MakeFlags {
             keep_going: false,
             silent: false,
             ignore_errors: false,
+            debug: false,
         }
     }
 }
@@ -329,6 +347,11 @@ struct Scanner {
     words: Vec<Vec<u8>>,
     /// Index of the next word to read.
     next: usize,
+    /// A `d` flag (`-d`) was seen anywhere.
+    debug_flag: bool,
+    /// What the last known level of the `--debug` lists seen so far says:
+    /// `Some(false)` for `n`, `Some(true)` for any other level.
+    debug_level: Option<bool>,
     out: Scan,
 }
 
@@ -336,6 +359,8 @@ fn scan(value: &[u8]) -> Scan {
     let mut scanner = Scanner {
         words: split_words(value),
         next: 0,
+        debug_flag: false,
+        debug_level: None,
         out: Scan {
             flags: MakeFlags::default(),
             auth: None,
@@ -398,6 +423,10 @@ impl Scanner {
                 b'S' => flags.keep_going = false,
                 b's' => flags.silent = true,
                 b'i' => flags.ignore_errors = true,
+                b'd' => {
+                    self.debug_flag = true;
+                    self.update_debug();
+                }
                 b'j' => {
                     if rest.is_empty() {
                         self.jobs_without_attached_argument();
@@ -430,6 +459,28 @@ impl Scanner {
         }
     }
 
+    /// Applies a `--debug` list such as `b,j` or `basic`: make looks only at
+    /// the first letter of each level, and `n` clears everything before it.
+    fn debug_levels(&mut self, list: &[u8]) {
+        for level in list.split(|&b| b == b',' || b == b' ') {
+            match level.first().map(u8::to_ascii_lowercase) {
+                Some(b'n') => self.debug_level = Some(false),
+                Some(b'a' | b'b' | b'i' | b'j' | b'm' | b'p' | b'v' | b'w') => {
+                    self.debug_level = Some(true);
+                }
+                // make fails on an unknown level; a client ignores it.
+                _ => {}
+            }
+        }
+        self.update_debug();
+    }
+
+    /// Recomputes [`MakeFlags::debug`] the way make does once it has read
+    /// every option: `-d` first, then every `--debug` list in order.
+    fn update_debug(&mut self) {
+        self.out.flags.debug = self.debug_level.unwrap_or(self.debug_flag);
+    }
+
     /// Handles `--name` or `--name=value` (without the two dashes).
     fn long_option(&mut self, option: &[u8]) {
         let (name, attached) = match option.iter().position(|&b| b == b'=') {
@@ -455,6 +506,9 @@ impl Scanner {
                 Some(value) => set_jobs(flags, value),
                 None => self.jobs_without_attached_argument(),
             },
+            // Its argument is optional, so it is never the next word;
+            // without one, make means `basic`.
+            b"debug" => self.debug_levels(attached.unwrap_or(b"basic")),
             // make refuses an argument on the switches below; a word such as
             // `--dry-run=yes` is skipped.
             _ if attached.is_some() => {}
@@ -784,6 +838,106 @@ pub fn encode_fifo(jobs: NonZeroUsize, path: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The one-letter flags of `flags` as make writes them for its children:
+/// the first word of the value, without a dash, such as `dk`.
+///
+/// The letters are `d` ([`debug`](MakeFlags::debug)), `i`
+/// ([`ignore_errors`](MakeFlags::ignore_errors)), `k`
+/// ([`keep_going`](MakeFlags::keep_going)), `n`
+/// ([`dry_run`](MakeFlags::dry_run)) and `s` ([`silent`](MakeFlags::silent)),
+/// each when set, in that order, which is the order GNU make 4.4.1 writes
+/// them in (`make -snkid` exports `dikns`). The result is empty when none is
+/// set. The jobserver and the jobs hint of `flags` are not written: see
+/// [`encode_pipe_with_flags`] and [`encode_fifo_with_flags`].
+///
+/// make writes `-d` as `d` but `--debug=LEVELS` as that option; since
+/// [`MakeFlags::debug`] does not keep the levels, a child is always given
+/// `d`, make's full debugging.
+///
+/// # Examples
+///
+/// ```
+/// use jobserver_proto::makeflags::{encode_flags, parse};
+///
+/// let flags = parse(b"k --debug=b -j4")?;
+/// assert_eq!(encode_flags(&flags), b"dk");
+/// # Ok::<(), jobserver_proto::makeflags::ParseError>(())
+/// ```
+pub fn encode_flags(flags: &MakeFlags) -> Vec<u8> {
+    [
+        (flags.debug, b'd'),
+        (flags.ignore_errors, b'i'),
+        (flags.keep_going, b'k'),
+        (flags.dry_run, b'n'),
+        (flags.silent, b's'),
+    ]
+    .into_iter()
+    .filter_map(|(set, letter)| set.then_some(letter))
+    .collect()
+}
+
+/// Puts the flag cluster of `flags`, when it is not empty, in front of an
+/// encoded jobserver value, separated by a space, as make writes it
+/// (`dk -j4 --jobserver-auth=...`).
+fn with_flags(flags: &MakeFlags, value: Vec<u8>) -> Vec<u8> {
+    let mut out = encode_flags(flags);
+    if out.is_empty() {
+        return value;
+    }
+    out.push(b' ');
+    out.extend_from_slice(&value);
+    out
+}
+
+/// [`encode_pipe`] preceded by the one-letter flags of `flags`
+/// ([`encode_flags`]), which is where make writes them: for example
+/// `dk -j4 --jobserver-fds=3,4 --jobserver-auth=3,4`.
+///
+/// Only the flags are taken from `flags`: its [`auth`](MakeFlags::auth) and
+/// [`jobs`](MakeFlags::jobs) are ignored in favour of the other arguments.
+/// With no flag set, the result is exactly that of [`encode_pipe`].
+///
+/// # Examples
+///
+/// ```
+/// use jobserver_proto::makeflags::{encode_pipe_with_flags, MakeFlags};
+///
+/// let mut flags = MakeFlags::default();
+/// flags.debug = true;
+/// let value = encode_pipe_with_flags(&flags, 4.try_into().unwrap(), 3, 4);
+/// assert_eq!(value, b"d -j4 --jobserver-fds=3,4 --jobserver-auth=3,4");
+/// ```
+pub fn encode_pipe_with_flags(
+    flags: &MakeFlags,
+    jobs: NonZeroUsize,
+    read: i32,
+    write: i32,
+) -> Vec<u8> {
+    with_flags(flags, encode_pipe(jobs, read, write))
+}
+
+/// [`encode_fifo`] preceded by the one-letter flags of `flags`
+/// ([`encode_flags`]), which is where make writes them: for example
+/// `d -j4 --jobserver-auth=fifo:/tmp/GMfifo8634`.
+///
+/// Only the flags are taken from `flags`, as with
+/// [`encode_pipe_with_flags`]; with no flag set, the result is exactly that
+/// of [`encode_fifo`].
+///
+/// # Examples
+///
+/// ```
+/// use jobserver_proto::makeflags::{encode_fifo_with_flags, parse};
+///
+/// let flags = parse(b"d")?;
+/// let value = encode_fifo_with_flags(&flags, 4.try_into().unwrap(), b"/tmp/GMfifo8634");
+/// assert_eq!(value, b"d -j4 --jobserver-auth=fifo:/tmp/GMfifo8634");
+/// # Ok::<(), jobserver_proto::makeflags::ParseError>(())
+/// ```
+pub fn encode_fifo_with_flags(flags: &MakeFlags, jobs: NonZeroUsize, path: &[u8]) -> Vec<u8> {
+    with_flags(flags, encode_fifo(jobs, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -992,6 +1146,52 @@ mod tests {
     }
 
     #[test]
+    fn debug_flag() {
+        let debug = |v: &[u8]| parse(v).unwrap().debug;
+        assert!(!debug(b""));
+        assert!(!debug(b" -j4 --jobserver-auth=3,4"));
+        for on in [
+            &b"d"[..],
+            b"dk -j4",
+            b"kd",
+            b"-d",
+            b"-kd -j2",
+            b"--debug",
+            b"--debug=b",
+            b"--debug=basic",
+            b"--debug=V,j",
+            b"--debug=n,b",
+            b"--debug=n --debug=b",
+            b"-d --debug=b",
+            b"-d --debug=x",
+            b"--debug=b --debug=x",
+        ] {
+            assert!(debug(on), "{:?}", String::from_utf8_lossy(on));
+        }
+        for off in [
+            &b"--debug=n"[..],
+            b"--debug=none",
+            b"-d --debug=n",
+            b"--debug=n -d",
+            b"d --debug=b --debug=n",
+            b"--debug=b,n",
+            b"--debug=x",
+            b"--debug=",
+            b"FOO=d",
+            b"-j2 d",
+            b"-- -d",
+            b"--debug-x",
+            // `-C` takes `-d` as its directory.
+            b"-C -d",
+        ] {
+            assert!(!debug(off), "{:?}", String::from_utf8_lossy(off));
+        }
+        // `--debug` never takes the next word.
+        assert_eq!(parse(b"--debug -j3").unwrap().jobs, Jobs::Limited(nz(3)));
+        assert!(debug(b"--debug -j3"));
+    }
+
+    #[test]
     fn encoders() {
         assert_eq!(
             encode_pipe(nz(16), 5, 6),
@@ -1003,5 +1203,23 @@ mod tests {
         let f = parse(&value).unwrap();
         assert_eq!(f.auth, Auth::Fifo(path.to_vec()));
         assert_eq!(f.jobs, Jobs::Limited(nz(3)));
+
+        let none = MakeFlags::default();
+        assert_eq!(encode_flags(&none), b"");
+        assert_eq!(
+            encode_pipe_with_flags(&none, nz(2), 3, 4),
+            encode_pipe(nz(2), 3, 4)
+        );
+        assert_eq!(
+            encode_fifo_with_flags(&none, nz(2), b"/f"),
+            encode_fifo(nz(2), b"/f")
+        );
+        let all = parse(b"snkid").unwrap();
+        assert_eq!(encode_flags(&all), b"dikns");
+        let value = encode_fifo_with_flags(&all, nz(2), b"/f");
+        assert_eq!(value, b"dikns -j2 --jobserver-auth=fifo:/f");
+        let back = parse(&value).unwrap();
+        assert_eq!(encode_flags(&back), b"dikns");
+        assert_eq!(back.auth, Auth::Fifo(b"/f".to_vec()));
     }
 }

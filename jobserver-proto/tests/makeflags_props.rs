@@ -4,7 +4,8 @@
 use std::num::NonZeroUsize;
 
 use jobserver_proto::makeflags::{
-    encode_fifo, encode_pipe, from_env, parse, Auth, EnvVar, Jobs, ParseErrorKind,
+    encode_fifo, encode_fifo_with_flags, encode_flags, encode_pipe, encode_pipe_with_flags,
+    from_env, parse, Auth, EnvVar, Jobs, MakeFlags, ParseErrorKind,
 };
 use proptest::prelude::*;
 
@@ -21,8 +22,9 @@ fn plausible_word() -> impl Strategy<Value = String> {
         "--jobserver-auth=[-+]?[0-9]{1,12},[-+]?[0-9]{1,12}",
         Just("--".to_owned()),
         Just("-".to_owned()),
-        "-[nksiSjCfIoWElO]{1,5}[0-9]{0,3}",
-        "[nksiSj]{1,4}",
+        "-[nksiSdjCfIoWElO]{1,5}[0-9]{0,3}",
+        "[nksiSdj]{1,4}",
+        "--debug(=[abijmnpvwxAN,]{0,6})?",
         "[A-Z]{1,3}=[a-z-]{0,6}",
         "--(dry-run|keep-going|stop|silent|directory|eval|no-print-directory|unknown-opt)(=x)?",
         "[a-z\\\\ \t]{1,6}",
@@ -129,5 +131,47 @@ proptest! {
         let flags = parse(&encode_fifo(jobs, &path)).unwrap();
         prop_assert_eq!(flags.auth, Auth::Fifo(path));
         prop_assert_eq!(flags.jobs, Jobs::Limited(jobs));
+    }
+}
+
+/// Any combination of the one-letter flags the encoders write.
+fn any_flags() -> impl Strategy<Value = MakeFlags> {
+    any::<[bool; 5]>().prop_map(|[debug, ignore_errors, keep_going, dry_run, silent]| {
+        let mut flags = MakeFlags::default();
+        flags.debug = debug;
+        flags.ignore_errors = ignore_errors;
+        flags.keep_going = keep_going;
+        flags.dry_run = dry_run;
+        flags.silent = silent;
+        flags
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn flag_encoding_round_trips(
+        flags in any_flags(),
+        jobs in 1usize..=100_000,
+        read in 0..=i32::MAX,
+        write in 0..=i32::MAX,
+        path in "/[ -~]{1,30}",
+    ) {
+        let jobs = NonZeroUsize::new(jobs).unwrap();
+        let mut want = flags.clone();
+        want.jobs = Jobs::Limited(jobs);
+
+        want.auth = Auth::Pipe { read, write };
+        let value = encode_pipe_with_flags(&flags, jobs, read, write);
+        prop_assert_eq!(parse(&value).unwrap(), want.clone());
+
+        want.auth = Auth::Fifo(path.clone().into_bytes());
+        let value = encode_fifo_with_flags(&flags, jobs, path.as_bytes());
+        prop_assert_eq!(parse(&value).unwrap(), want);
+
+        // The cluster alone, as the whole value, reads back as the same flags.
+        let cluster = encode_flags(&flags);
+        prop_assert_eq!(parse(&cluster).unwrap(), flags);
     }
 }

@@ -42,7 +42,7 @@ fn pipe(read: i32, write: i32) -> Auth {
 }
 
 /// Expected flags: `letters` lists the single-letter flags that must be set
-/// (`n`, `k`, `s`, `i`); every other flag must be clear.
+/// (`n`, `k`, `s`, `i`, `d`); every other flag must be clear.
 fn ok(auth: Auth, jobs: Jobs, letters: &str) -> Expect {
     let mut flags = MakeFlags::default();
     flags.auth = auth;
@@ -53,6 +53,7 @@ fn ok(auth: Auth, jobs: Jobs, letters: &str) -> Expect {
             'k' => flags.keep_going = true,
             's' => flags.silent = true,
             'i' => flags.ignore_errors = true,
+            'd' => flags.debug = true,
             _ => panic!("unknown flag letter {letter:?}"),
         }
     }
@@ -285,5 +286,89 @@ fn has_jobserver_matches_the_table() {
                 vector.row
             );
         }
+    }
+}
+
+/// What GNU make 4.4.1 exports in `MAKEFLAGS` for its debug options, observed
+/// by running `.peers/bin/make-4.4.1 ARGS` on a rule that prints
+/// `$$MAKEFLAGS` (the fifo number varies from run to run; it is `P` here).
+/// Each entry is the command line, the observed value and whether make's
+/// debug output was on.
+const MAKE_4_4_1_DEBUG: &[(&str, &[u8], &str)] = &[
+    ("-d", b"d", "d"),
+    ("-kd", b"dk", "dk"),
+    ("-snkid", b"dikns", "dikns"),
+    ("-d -S", b"dS", "d"),
+    ("--debug", b" --debug=basic", "d"),
+    ("--debug=b", b" --debug=b", "d"),
+    ("--debug=v,j", b" --debug=v,j", "d"),
+    ("--debug=a", b" --debug=a", "d"),
+    ("-d --debug=b", b"d --debug=b", "d"),
+    // `n` (none) clears every level, `-d` included; make then drops the `d`.
+    ("--debug=n", b" --debug=n", ""),
+    ("-d --debug=n", b" --debug=n", ""),
+    ("--debug=n -d", b" --debug=n", ""),
+    ("--debug=b,n", b" --debug=b,n", ""),
+    ("--debug=basic,none", b" --debug=basic,none", ""),
+    ("--debug=b --debug=n", b" --debug=b --debug=n", ""),
+    // make printed "Reading makefiles..." here: the last level decides.
+    ("--debug=n,b", b" --debug=n,b", "d"),
+    (
+        "-d -j4",
+        b"d -j4 --jobserver-auth=fifo:/tmp/GMfifo8634",
+        "d",
+    ),
+    (
+        "-dk -j4",
+        b"dk -j4 --jobserver-auth=fifo:/tmp/GMfifo8634",
+        "dk",
+    ),
+    (
+        "--debug=b -j4",
+        b" -j4 --debug=b --jobserver-auth=fifo:/tmp/GMfifo8634",
+        "d",
+    ),
+];
+
+#[test]
+fn make_4_4_1_debug_values_parse_as_make_reads_them() {
+    for &(args, value, letters) in MAKE_4_4_1_DEBUG {
+        let got = parse(value).unwrap();
+        let (auth, jobs) = if value.ends_with(P) {
+            (fifo(), limited(4))
+        } else {
+            (Auth::None, Jobs::Unspecified)
+        };
+        let Expect::Ok(want) = ok(auth, jobs, letters) else {
+            unreachable!()
+        };
+        assert_eq!(
+            got,
+            want,
+            "`make {args}` exports {:?}",
+            String::from_utf8_lossy(value)
+        );
+    }
+}
+
+/// make writes `d` first in its flag cluster and the cluster before `-jN`;
+/// the encoders do the same, so a child make reads what its parent would
+/// have written.
+#[test]
+fn encoders_write_the_debug_flag_where_make_does() {
+    use jobserver_proto::makeflags::{encode_fifo_with_flags, encode_flags};
+    for &(args, value, _) in MAKE_4_4_1_DEBUG {
+        let flags = parse(value).unwrap();
+        let cluster = encode_flags(&flags);
+        if value.first().is_some_and(|&b| b != b' ') && !value.starts_with(b"dS") {
+            // make's cluster, when it wrote one we can represent exactly.
+            let first = value.split(|&b| b == b' ').next().unwrap();
+            assert_eq!(cluster, first, "`make {args}`");
+        }
+        if value.ends_with(P) && value.starts_with(b"d") {
+            let encoded = encode_fifo_with_flags(&flags, NonZeroUsize::new(4).unwrap(), P);
+            assert_eq!(encoded, value, "`make {args}`");
+        }
+        assert_eq!(cluster.contains(&b'd'), flags.debug, "`make {args}`");
     }
 }
