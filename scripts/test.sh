@@ -15,6 +15,10 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo clippy, optional features (jobserver-io's tracing; adapters without process)"
+cargo clippy -p jobserver-io --all-targets --features tracing --locked -- -D warnings
+cargo clippy -p jobserver-tokio -p jobserver-smol --no-default-features --locked -- -D warnings
+
 step "cargo doc"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
 
