@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
@@ -119,10 +120,27 @@ fn unknown_request() -> Error {
 /// Wakers to wake once the lock is released.
 type WakeList = Vec<Waker>;
 
-fn wake_all(list: WakeList) {
+/// Wakes every waker in `list`, even when some of them panic.
+///
+/// A panic in a waker is caught and not passed on, and the next waker is woken. Rationale:
+/// the waker belongs to some task's executor, and its panic is a bug there; the panic hook
+/// has already reported it (with `panic = "abort"` the process is gone anyway). Passing it
+/// on would unwind into whoever happened to trigger the grant: a task releasing a token, a
+/// `Drop` (possibly during another unwind, which aborts), or the runtime's reactor or the
+/// blocking client's helper thread, which would then stop watching the jobserver for every
+/// task. The driver's state is already settled when wakers run (they run with the lock
+/// released), so every other granted request is still woken and no token is lost. The
+/// request whose waker panicked keeps its grant; it completes when its task is polled again
+/// or gives the tokens back when its future is dropped.
+pub(crate) fn wake_all(list: WakeList) {
     for waker in list {
-        waker.wake();
+        wake_catching(waker);
     }
+}
+
+/// Wakes `waker`, catching a panic and not passing it on (see [`wake_all`] for why).
+pub(crate) fn wake_catching(waker: Waker) {
+    let _panicked = catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err();
 }
 
 /// The shared half of a client: the machine, the connection and the driver's own waker.
