@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
-use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, WaiterId};
+use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, WaiterId, MAX_UNITS};
 
 use crate::error::{Error, ErrorKind};
 use crate::sys;
@@ -296,6 +296,14 @@ impl<R: Reactor> Shared<R> {
                 "more than one token was requested, but this process has no jobserver and only its \
                  implicit slot; request one token at a time",
             ),
+            Failure::TooMany(units) => Error::new(
+                ErrorKind::Capacity,
+                format!(
+                    "{units} tokens were requested at once, more than any jobserver can hold (at \
+                     most {MAX_UNITS} per request); ask for at most the pool size (the -j value) and \
+                     start further jobs as tokens come back"
+                ),
+            ),
             _ => Error::new(ErrorKind::Io, failure.to_string()),
         }
     }
@@ -324,6 +332,8 @@ impl<R: Reactor> Shared<R> {
         units: usize,
         partial: bool,
     ) -> Result<Option<Token<R>>, Error> {
+        // "Up to n" has no upper limit that matters: anything above the bound means "all".
+        let units = if partial { units.min(MAX_UNITS) } else { units };
         let mut wake = WakeList::new();
         let mut state = self.lock();
         let id = state.machine.acquire(units);

@@ -36,7 +36,7 @@ pub use client::{Client, Mode};
 pub use driver::{Acquire, Filled, Reactor, Token};
 pub use error::{Error, ErrorKind};
 pub use jobserver_proto::makeflags::{EnvVar, Jobs, MakeFlags};
-pub use jobserver_proto::{ReleasePolicy, Report, Stats};
+pub use jobserver_proto::{ReleasePolicy, Report, Stats, MAX_UNITS};
 pub use server::Server;
 
 /// Declares the public names of a runtime adapter over its [`Reactor`], so that every
@@ -51,6 +51,7 @@ macro_rules! adapter_api {
     ($reactor:ty, $runtime:literal) => {
         pub use $crate::{
             EnvVar, Error, ErrorKind, Jobs, MakeFlags, Mode, ReleasePolicy, Report, Stats,
+            MAX_UNITS,
         };
 
         #[doc = concat!("The jobserver client for ", $runtime, ". See [`jobserver_io::Client`] for every method.")]
