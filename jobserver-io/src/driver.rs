@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -143,6 +144,23 @@ pub(crate) fn wake_catching(waker: Waker) {
     let _panicked = catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err();
 }
 
+/// Tokens this process lost for good; see [`lost_tokens`].
+static LOST_TOKENS: AtomicU64 = AtomicU64::new(0);
+
+/// Tokens this process has lost for good since it started: bytes whose write back to the
+/// jobserver failed, were kept by their client, and could still not be written at the last
+/// attempt when that client was dropped.
+///
+/// Each one is a token missing from the pool until its server exits (make then reports it
+/// as `INTERNAL: Exiting with N jobserver tokens available; should be M!`). It is counted
+/// process-wide because the client that lost it no longer exists; the per-client
+/// counterpart, while the client lives, is `Stats::bytes_unwritten`. It only ever grows.
+/// A write back normally fails only when the pipe is full, which a correct pool never is;
+/// a nonzero value is worth reporting, for example in a build tool's summary.
+pub fn lost_tokens() -> u64 {
+    LOST_TOKENS.load(Ordering::Relaxed)
+}
+
 /// The shared half of a client: the machine, the connection and the driver's own waker.
 pub(crate) struct Shared<R: Reactor> {
     state: Mutex<State>,
@@ -169,13 +187,19 @@ impl<R: Reactor> Wake for ReadReady<R> {
 }
 
 impl<R: Reactor> Drop for Shared<R> {
-    /// The last chance for tokens whose write back failed: try once more.
+    /// The last chance for tokens whose write back failed: try once more, then count any
+    /// that still failed in [`lost_tokens`] (never lost silently).
     fn drop(&mut self) {
         let mut wake = WakeList::new();
         let mut state = self.lock();
         if state.machine.stats().bytes_unwritten > 0 {
             state.machine.retry_writes();
             self.pump(&mut state, &mut wake);
+            let lost = state.machine.abandon_unwritten();
+            if lost > 0 {
+                let lost = u64::try_from(lost).unwrap_or(u64::MAX);
+                LOST_TOKENS.fetch_add(lost, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -33,7 +33,7 @@ mod server;
 pub mod sys;
 
 pub use client::{Client, Mode};
-pub use driver::{Acquire, Filled, Reactor, Token};
+pub use driver::{lost_tokens, Acquire, Filled, Reactor, Token};
 pub use error::{Error, ErrorKind};
 pub use jobserver_proto::makeflags::{EnvVar, Jobs, MakeFlags};
 pub use jobserver_proto::{ReleasePolicy, Report, Stats, MAX_UNITS};
@@ -50,8 +50,8 @@ pub use server::Server;
 macro_rules! adapter_api {
     ($reactor:ty, $runtime:literal) => {
         pub use $crate::{
-            EnvVar, Error, ErrorKind, Jobs, MakeFlags, Mode, ReleasePolicy, Report, Stats,
-            MAX_UNITS,
+            lost_tokens, EnvVar, Error, ErrorKind, Jobs, MakeFlags, Mode, ReleasePolicy, Report,
+            Stats, MAX_UNITS,
         };
 
         #[doc = concat!("The jobserver client for ", $runtime, ". See [`jobserver_io::Client`] for every method.")]

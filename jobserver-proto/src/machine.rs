@@ -186,6 +186,9 @@ pub struct Stats {
     /// Write attempts reported failed by [`Machine::handle_write_error`] (a byte retried
     /// several times counts each time).
     pub write_failures: u64,
+    /// Bytes given up by [`Machine::abandon_unwritten`]: their write back failed and the
+    /// adapter stopped trying (a client going away). Each is a token lost to the pool.
+    pub bytes_abandoned: u64,
     /// Explicit token bytes the process holds now (those backing units in use).
     pub bytes_held: usize,
     /// Bytes whose write back failed, kept to be tried again at the next input.
@@ -274,7 +277,8 @@ struct Entry {
 ///   could cover;
 /// - every byte written is a byte that was read, unchanged, and each byte read is written at
 ///   most once: bytes read = bytes written + bytes held + bytes whose write failed (those are
-///   kept and tried again, never dropped);
+///   kept and tried again, never dropped unless the adapter gives up on them with
+///   [`Machine::abandon_unwritten`], which counts them);
 /// - no count overflows: a request above [`MAX_UNITS`] fails at once, every other count is
 ///   bounded by the bytes held or by the queued demand, and the arithmetic saturates rather
 ///   than panic or wrap;
@@ -299,6 +303,7 @@ pub struct Machine {
     bytes_read: u64,
     bytes_written: u64,
     write_failures: u64,
+    bytes_abandoned: u64,
     /// Bytes whose write failed; given back to `bytes` at the next settle.
     unwritten: Vec<u8>,
 }
@@ -341,6 +346,7 @@ impl Machine {
             bytes_read: 0,
             bytes_written: 0,
             write_failures: 0,
+            bytes_abandoned: 0,
             unwritten: Vec::new(),
         }
     }
@@ -369,6 +375,7 @@ impl Machine {
             bytes_read: self.bytes_read,
             bytes_written: self.bytes_written,
             write_failures: self.write_failures,
+            bytes_abandoned: self.bytes_abandoned,
             bytes_held: self.bytes.len(),
             bytes_unwritten: self.unwritten.len(),
             running: self.running,
@@ -566,6 +573,20 @@ impl Machine {
         self.bytes_written = self.bytes_written.saturating_sub(1);
         self.write_failures = self.write_failures.saturating_add(1);
         self.unwritten.push(byte);
+    }
+
+    /// Gives up on the bytes whose write back failed and returns how many there were. For an
+    /// adapter that is going away after its last [`Machine::retry_writes`] failed too: the
+    /// bytes can no longer be written by anyone, so each is a token lost to the pool. They
+    /// are counted in [`Stats::bytes_abandoned`], so that bytes read = bytes written + bytes
+    /// held + bytes unwritten + bytes abandoned still holds.
+    pub fn abandon_unwritten(&mut self) -> usize {
+        let lost = self.unwritten.len();
+        self.unwritten.clear();
+        self.bytes_abandoned = self
+            .bytes_abandoned
+            .saturating_add(u64::try_from(lost).unwrap_or(u64::MAX));
+        lost
     }
 
     /// Tries again now to write back bytes whose write failed (an adapter calls it when it

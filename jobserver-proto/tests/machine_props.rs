@@ -150,7 +150,9 @@ impl Harness {
         assert_eq!(stats.bytes_written, self.write_log.len() as u64);
         assert_eq!(
             stats.bytes_read,
-            stats.bytes_written + (stats.bytes_held + stats.bytes_unwritten) as u64,
+            stats.bytes_written
+                + stats.bytes_abandoned
+                + (stats.bytes_held + stats.bytes_unwritten) as u64,
             "bytes read = written + held + kept after a failed write"
         );
         // Exactly one byte backs each unit in use beyond the implicit slot.

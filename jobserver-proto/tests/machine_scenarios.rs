@@ -357,3 +357,38 @@ fn max_units_is_the_inclusive_bound() {
     let one = m.acquire(1);
     assert_eq!(actions(&mut m), [Action::Grant(one)]);
 }
+
+/// A byte whose write keeps failing can be given up by an adapter that goes away: it is
+/// counted as abandoned, never silently dropped.
+#[test]
+fn abandoned_bytes_are_counted() {
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_read(b"k");
+    let _ = actions(&mut m);
+    let pa = granted(&mut m, a);
+    let pb = granted(&mut m, b);
+    m.release(pb);
+    assert_eq!(actions(&mut m), [Action::Write(b'k')]);
+    m.handle_write_error(b'k');
+    m.release(pa);
+    assert_eq!(
+        actions(&mut m),
+        [Action::Write(b'k')],
+        "retried at the next input"
+    );
+    m.handle_write_error(b'k');
+    assert_eq!(m.stats().bytes_unwritten, 1);
+    assert_eq!(m.abandon_unwritten(), 1);
+    let stats = m.stats();
+    assert_eq!((stats.bytes_unwritten, stats.bytes_abandoned), (0, 1));
+    assert_eq!(
+        stats.bytes_read,
+        stats.bytes_written + stats.bytes_abandoned
+    );
+    m.retry_writes();
+    assert_eq!(actions(&mut m), [], "nothing left to write");
+    assert_eq!(m.abandon_unwritten(), 0);
+}
