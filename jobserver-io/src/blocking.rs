@@ -92,7 +92,9 @@ impl Inner {
             if readable || fds[1].revents().is_empty() {
                 let waker = self.lock().waker.take();
                 if let Some(waker) = waker {
-                    waker.wake();
+                    // A panicking waker must not end this thread: nobody would watch the
+                    // jobserver any more, and waiting acquires would hang with tokens in it.
+                    crate::driver::wake_catching(waker);
                 }
             }
         }

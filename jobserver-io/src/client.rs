@@ -452,7 +452,9 @@ impl<R: Reactor> Client<R> {
     /// # Errors
     ///
     /// As [`Client::acquire`]; on a client without a jobserver, `n > 1` fails with
-    /// [`ErrorKind::Disabled`].
+    /// [`ErrorKind::Disabled`]. `n` above [`MAX_UNITS`](crate::MAX_UNITS) (no
+    /// jobserver can hold that many) fails at once with [`ErrorKind::Capacity`], without
+    /// queueing or reading anything.
     pub fn acquire_many(&self, n: usize) -> Acquire<R> {
         self.shared.acquire(n)
     }
@@ -479,7 +481,8 @@ impl<R: Reactor> Client<R> {
     }
 
     /// Takes as many tokens as are free now, up to `n`, without waiting (for a tool deciding
-    /// how many threads to run). `Ok(None)` when none is free.
+    /// how many threads to run). `Ok(None)` when none is free. Any `n` is accepted: above
+    /// [`MAX_UNITS`](crate::MAX_UNITS) it means the same as that bound.
     ///
     /// # Errors
     ///

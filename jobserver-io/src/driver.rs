@@ -7,12 +7,14 @@
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, WaiterId};
+use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, WaiterId, MAX_UNITS};
 
 use crate::error::{Error, ErrorKind};
 use crate::sys;
@@ -156,10 +158,44 @@ fn unknown_request() -> Error {
 /// Wakers to wake once the lock is released.
 type WakeList = Vec<Waker>;
 
-fn wake_all(list: WakeList) {
+/// Wakes every waker in `list`, even when some of them panic.
+///
+/// A panic in a waker is caught and not passed on, and the next waker is woken. Rationale:
+/// the waker belongs to some task's executor, and its panic is a bug there; the panic hook
+/// has already reported it (with `panic = "abort"` the process is gone anyway). Passing it
+/// on would unwind into whoever happened to trigger the grant: a task releasing a token, a
+/// `Drop` (possibly during another unwind, which aborts), or the runtime's reactor or the
+/// blocking client's helper thread, which would then stop watching the jobserver for every
+/// task. The driver's state is already settled when wakers run (they run with the lock
+/// released), so every other granted request is still woken and no token is lost. The
+/// request whose waker panicked keeps its grant; it completes when its task is polled again
+/// or gives the tokens back when its future is dropped.
+pub(crate) fn wake_all(list: WakeList) {
     for waker in list {
-        waker.wake();
+        wake_catching(waker);
     }
+}
+
+/// Wakes `waker`, catching a panic and not passing it on (see [`wake_all`] for why).
+pub(crate) fn wake_catching(waker: Waker) {
+    let _panicked = catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err();
+}
+
+/// Tokens this process lost for good; see [`lost_tokens`].
+static LOST_TOKENS: AtomicU64 = AtomicU64::new(0);
+
+/// Tokens this process has lost for good since it started: bytes whose write back to the
+/// jobserver failed, were kept by their client, and could still not be written at the last
+/// attempt when that client was dropped.
+///
+/// Each one is a token missing from the pool until its server exits (make then reports it
+/// as `INTERNAL: Exiting with N jobserver tokens available; should be M!`). It is counted
+/// process-wide because the client that lost it no longer exists; the per-client
+/// counterpart, while the client lives, is `Stats::bytes_unwritten`. It only ever grows.
+/// A write back normally fails only when the pipe is full, which a correct pool never is;
+/// a nonzero value is worth reporting, for example in a build tool's summary.
+pub fn lost_tokens() -> u64 {
+    LOST_TOKENS.load(Ordering::Relaxed)
 }
 
 /// The shared half of a client: the machine, the connection and the driver's own waker.
@@ -188,13 +224,19 @@ impl<R: Reactor> Wake for ReadReady<R> {
 }
 
 impl<R: Reactor> Drop for Shared<R> {
-    /// The last chance for tokens whose write back failed: try once more.
+    /// The last chance for tokens whose write back failed: try once more, then count any
+    /// that still failed in [`lost_tokens`] (never lost silently).
     fn drop(&mut self) {
         let mut wake = WakeList::new();
         let mut state = self.lock();
         if state.machine.stats().bytes_unwritten > 0 {
             state.machine.retry_writes();
             self.pump(&mut state, &mut wake);
+            let lost = state.machine.abandon_unwritten();
+            if lost > 0 {
+                let lost = u64::try_from(lost).unwrap_or(u64::MAX);
+                LOST_TOKENS.fetch_add(lost, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -320,6 +362,14 @@ impl<R: Reactor> Shared<R> {
                 "more than one token was requested, but this process has no jobserver and only its \
                  implicit slot; request one token at a time",
             ),
+            Failure::TooMany(units) => Error::new(
+                ErrorKind::Capacity,
+                format!(
+                    "{units} tokens were requested at once, more than any jobserver can hold (at \
+                     most {MAX_UNITS} per request); ask for at most the pool size (the -j value) and \
+                     start further jobs as tokens come back"
+                ),
+            ),
             _ => Error::new(ErrorKind::Io, failure.to_string()),
         }
     }
@@ -349,6 +399,8 @@ impl<R: Reactor> Shared<R> {
         units: usize,
         partial: bool,
     ) -> Result<Option<Token<R>>, Error> {
+        // "Up to n" has no upper limit that matters: anything above the bound means "all".
+        let units = if partial { units.min(MAX_UNITS) } else { units };
         let mut wake = WakeList::new();
         let mut state = self.lock();
         let id = state.machine.acquire(units);

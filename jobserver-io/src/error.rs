@@ -26,7 +26,10 @@ pub enum ErrorKind {
     Unsupported,
     /// The jobserver reached end-of-file: the make (or other server) that owned it has exited.
     ServerGone,
-    /// A pool larger than its pipe can hold was requested.
+    /// More tokens than a jobserver can hold were asked for: a pool larger than its pipe
+    /// can hold, or one request for more than
+    /// [`MAX_UNITS`](crate::MAX_UNITS) tokens (`acquire_many(usize::MAX)`, say),
+    /// which could never be met and fails at once instead of waiting forever.
     Capacity,
     /// The runtime the driver needs is not running (for example a tokio client created outside
     /// a tokio runtime).

@@ -34,10 +34,10 @@ mod spawn;
 pub mod sys;
 
 pub use client::{Client, Mode};
-pub use driver::{Acquire, Filled, Metrics, Reactor, Token};
+pub use driver::{lost_tokens, Acquire, Filled, Metrics, Reactor, Token};
 pub use error::{Error, ErrorKind};
 pub use jobserver_proto::makeflags::{EnvVar, Jobs, MakeFlags};
-pub use jobserver_proto::{ReleasePolicy, Report, Stats};
+pub use jobserver_proto::{ReleasePolicy, Report, Stats, MAX_UNITS};
 pub use server::Server;
 pub use spawn::TokenChild;
 
@@ -52,8 +52,8 @@ pub use spawn::TokenChild;
 macro_rules! adapter_api {
     ($reactor:ty, $runtime:literal) => {
         pub use $crate::{
-            EnvVar, Error, ErrorKind, Jobs, MakeFlags, Metrics, Mode, ReleasePolicy, Report,
-            Stats,
+            lost_tokens, EnvVar, Error, ErrorKind, Jobs, MakeFlags, Metrics, Mode, ReleasePolicy,
+            Report, Stats, MAX_UNITS,
         };
 
         #[doc = concat!("The jobserver client for ", $runtime, ". See [`jobserver_io::Client`] for every method.")]

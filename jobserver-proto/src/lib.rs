@@ -110,5 +110,6 @@ mod server;
 
 pub use machine::{
     Action, Failure, Machine, Outcome, Permit, ReleasePolicy, Stats, WaiterId, DEFAULT_TOKEN_BYTE,
+    MAX_UNITS,
 };
 pub use server::{PlanError, PlanErrorKind, PoolPlan, Report, Resize};

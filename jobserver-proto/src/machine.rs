@@ -14,6 +14,20 @@ const NIL: u32 = u32::MAX;
 /// The machine itself never invents bytes: it only ever writes back bytes it read.
 pub const DEFAULT_TOKEN_BYTE: u8 = b'+';
 
+/// The most units one request may ask for: `u32::MAX` (or `usize::MAX` where that is
+/// smaller).
+///
+/// No jobserver can hold that many tokens: a pipe holds at most 2^31 bytes on Linux (and far
+/// fewer without `F_SETPIPE_SZ`), so a larger request could never be met. Such a request
+/// fails at once with [`Failure::TooMany`] instead of waiting forever, and the bound keeps
+/// every count of the machine far from overflow. A request that would push the total demand
+/// of the queued requests past `usize::MAX` fails the same way.
+pub const MAX_UNITS: usize = if usize::BITS > u32::BITS {
+    u32::MAX as usize
+} else {
+    usize::MAX
+};
+
 /// Identifies one pending request in a [`Machine`].
 ///
 /// Ids are small and dense: [`WaiterId::index`] is a good key for a side table (an adapter
@@ -55,13 +69,13 @@ impl Permit {
         if units > self.units {
             return None;
         }
-        self.units -= units;
+        self.units = self.units.saturating_sub(units);
         Some(Permit { units })
     }
 
     /// Joins another permit into this one.
     pub fn merge(&mut self, other: Permit) {
-        self.units += other.units;
+        self.units = self.units.saturating_add(other.units);
     }
 }
 
@@ -76,6 +90,10 @@ pub enum Failure {
     /// The process has no jobserver (only its implicit slot) and the request needs more than
     /// one token, so it could never be met.
     NoPipe,
+    /// The request asked for more units than [`MAX_UNITS`], or for more than the queued
+    /// requests' total demand can still grow by without overflow; the number is what it
+    /// asked for. It could never be met, so it fails at once and is never queued.
+    TooMany(usize),
 }
 
 impl fmt::Display for Failure {
@@ -87,6 +105,10 @@ impl fmt::Display for Failure {
             Failure::ReadError(kind) => write!(f, "reading a token from the jobserver failed: {kind}"),
             Failure::NoPipe => f.write_str(
                 "more than one token was requested, but this process has no jobserver and only its implicit slot",
+            ),
+            Failure::TooMany(units) => write!(
+                f,
+                "{units} tokens were requested at once, more than any jobserver can hold (at most {MAX_UNITS} per request)",
             ),
         }
     }
@@ -164,6 +186,9 @@ pub struct Stats {
     /// Write attempts reported failed by [`Machine::handle_write_error`] (a byte retried
     /// several times counts each time).
     pub write_failures: u64,
+    /// Bytes given up by [`Machine::abandon_unwritten`]: their write back failed and the
+    /// adapter stopped trying (a client going away). Each is a token lost to the pool.
+    pub bytes_abandoned: u64,
     /// Explicit token bytes the process holds now (those backing units in use).
     pub bytes_held: usize,
     /// Bytes whose write back failed, kept to be tried again at the next input.
@@ -252,7 +277,11 @@ struct Entry {
 ///   could cover;
 /// - every byte written is a byte that was read, unchanged, and each byte read is written at
 ///   most once: bytes read = bytes written + bytes held + bytes whose write failed (those are
-///   kept and tried again, never dropped);
+///   kept and tried again, never dropped unless the adapter gives up on them with
+///   [`Machine::abandon_unwritten`], which counts them);
+/// - no count overflows: a request above [`MAX_UNITS`] fails at once, every other count is
+///   bounded by the bytes held or by the queued demand, and the arithmetic saturates rather
+///   than panic or wrap;
 /// - requests are granted (or failed) strictly in the order they were made;
 /// - a read asks for at most the units that queued requests still lack;
 /// - a request is only ever woken by [`Action::Grant`] or [`Action::Fail`].
@@ -274,6 +303,7 @@ pub struct Machine {
     bytes_read: u64,
     bytes_written: u64,
     write_failures: u64,
+    bytes_abandoned: u64,
     /// Bytes whose write failed; given back to `bytes` at the next settle.
     unwritten: Vec<u8>,
 }
@@ -316,6 +346,7 @@ impl Machine {
             bytes_read: 0,
             bytes_written: 0,
             write_failures: 0,
+            bytes_abandoned: 0,
             unwritten: Vec::new(),
         }
     }
@@ -344,6 +375,7 @@ impl Machine {
             bytes_read: self.bytes_read,
             bytes_written: self.bytes_written,
             write_failures: self.write_failures,
+            bytes_abandoned: self.bytes_abandoned,
             bytes_held: self.bytes.len(),
             bytes_unwritten: self.unwritten.len(),
             running: self.running,
@@ -379,14 +411,22 @@ impl Machine {
     /// The request is granted in FIFO order. Units promised to it while it waits for the rest
     /// stay promised until it is granted, cancelled or fails. A request for zero units is
     /// granted when its turn comes.
+    ///
+    /// A request for more than [`MAX_UNITS`] (or one that would overflow the total demand)
+    /// fails at once with [`Failure::TooMany`]: it is never queued, so it holds up nobody.
     pub fn acquire(&mut self, units: usize) -> WaiterId {
         let id = self.alloc(units);
-        if units > 1 && self.pipe == Pipe::Absent {
-            self.set_failed(id.slot, Failure::NoPipe);
-        } else {
-            self.link_tail(id.slot);
-            self.waiting += 1;
-            self.unmet += units;
+        let unmet = self.unmet.checked_add(units).filter(|_| units <= MAX_UNITS);
+        match unmet {
+            None => self.set_failed(id.slot, Failure::TooMany(units)),
+            Some(_) if units > 1 && self.pipe == Pipe::Absent => {
+                self.set_failed(id.slot, Failure::NoPipe);
+            }
+            Some(unmet) => {
+                self.link_tail(id.slot);
+                self.waiting = self.waiting.saturating_add(1);
+                self.unmet = unmet;
+            }
         }
         self.settle(false);
         id
@@ -406,7 +446,7 @@ impl Machine {
             State::Granted => {
                 let units = self.entries[slot as usize].want;
                 self.free(slot);
-                self.running -= units;
+                self.running = self.running.saturating_sub(units);
                 self.settle(true);
             }
             State::Failed(_) => self.free(slot),
@@ -445,7 +485,7 @@ impl Machine {
             return self.take_outcome(id);
         }
         let got = self.dequeue(slot);
-        self.running += got;
+        self.running = self.running.saturating_add(got);
         self.free(slot);
         self.settle(false);
         Outcome::Granted(Permit { units: got })
@@ -484,7 +524,9 @@ impl Machine {
         if self.read == ReadState::InFlight {
             self.read = next;
         }
-        self.bytes_read += bytes.len() as u64;
+        self.bytes_read = self
+            .bytes_read
+            .saturating_add(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
         self.bytes.extend_from_slice(bytes);
         self.settle(false);
     }
@@ -529,8 +571,22 @@ impl Machine {
     /// [`Stats::write_failures`].
     pub fn handle_write_error(&mut self, byte: u8) {
         self.bytes_written = self.bytes_written.saturating_sub(1);
-        self.write_failures += 1;
+        self.write_failures = self.write_failures.saturating_add(1);
         self.unwritten.push(byte);
+    }
+
+    /// Gives up on the bytes whose write back failed and returns how many there were. For an
+    /// adapter that is going away after its last [`Machine::retry_writes`] failed too: the
+    /// bytes can no longer be written by anyone, so each is a token lost to the pool. They
+    /// are counted in [`Stats::bytes_abandoned`], so that bytes read = bytes written + bytes
+    /// held + bytes unwritten + bytes abandoned still holds.
+    pub fn abandon_unwritten(&mut self) -> usize {
+        let lost = self.unwritten.len();
+        self.unwritten.clear();
+        self.bytes_abandoned = self
+            .bytes_abandoned
+            .saturating_add(u64::try_from(lost).unwrap_or(u64::MAX));
+        lost
     }
 
     /// Tries again now to write back bytes whose write failed (an adapter calls it when it
@@ -582,16 +638,16 @@ impl Machine {
     /// Units available without reading: the implicit slot if nothing uses it, plus held bytes
     /// that back no unit.
     fn available(&self) -> usize {
-        let in_use = self.running + self.reserved;
+        let in_use = self.running.saturating_add(self.reserved);
         let implicit = usize::from(in_use == 0);
-        implicit + self.bytes.len() - in_use.saturating_sub(1)
+        (implicit + self.bytes.len()).saturating_sub(in_use.saturating_sub(1))
     }
 
     fn grant_from_head(&mut self) {
         while self.head != NIL {
             let slot = self.head;
             let entry = &self.entries[slot as usize];
-            let need = entry.want - entry.got;
+            let need = entry.want.saturating_sub(entry.got);
             let available = self.available();
             let give = need.min(available);
             if give < need && self.pipe != Pipe::Open {
@@ -605,14 +661,15 @@ impl Machine {
                 self.set_failed(slot, failure);
                 continue;
             }
-            self.entries[slot as usize].got += give;
-            self.reserved += give;
-            self.unmet -= give;
+            let entry = &mut self.entries[slot as usize];
+            entry.got = entry.got.saturating_add(give);
+            self.reserved = self.reserved.saturating_add(give);
+            self.unmet = self.unmet.saturating_sub(give);
             if give < need {
                 break;
             }
             let want = self.dequeue(slot);
-            self.running += want;
+            self.running = self.running.saturating_add(want);
             self.entries[slot as usize].state = State::Granted;
             let generation = self.entries[slot as usize].generation;
             self.actions
@@ -626,17 +683,17 @@ impl Machine {
         let entry = &self.entries[slot as usize];
         let (want, got) = (entry.want, entry.got);
         self.unlink(slot);
-        self.waiting -= 1;
-        self.unmet -= want - got;
-        self.reserved -= got;
+        self.waiting = self.waiting.saturating_sub(1);
+        self.unmet = self.unmet.saturating_sub(want.saturating_sub(got));
+        self.reserved = self.reserved.saturating_sub(got);
         got
     }
 
     fn return_surplus(&mut self) {
-        let keep = (self.running + self.reserved).saturating_sub(1);
+        let keep = self.running.saturating_add(self.reserved).saturating_sub(1);
         while self.bytes.len() > keep {
             let byte = self.bytes.pop().unwrap_or(DEFAULT_TOKEN_BYTE);
-            self.bytes_written += 1;
+            self.bytes_written = self.bytes_written.saturating_add(1);
             self.actions.push_back(Action::Write(byte));
         }
     }

@@ -3,7 +3,9 @@
 
 use std::collections::VecDeque;
 
-use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, ReleasePolicy, WaiterId};
+use jobserver_proto::{
+    Action, Failure, Machine, Outcome, Permit, ReleasePolicy, WaiterId, MAX_UNITS,
+};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -28,6 +30,9 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0usize..4).prop_map(Op::Acquire),
+        // Absurd sizes: refused at once (above the bound) or queued for ever (the bound).
+        1 => prop_oneof![Just(usize::MAX), Just(MAX_UNITS + 1), Just(MAX_UNITS)]
+            .prop_map(Op::Acquire),
         2 => any::<usize>().prop_map(Op::Cancel),
         3 => any::<usize>().prop_map(Op::Collect),
         1 => any::<usize>().prop_map(Op::TakePartial),
@@ -116,10 +121,21 @@ impl Harness {
                         .position(|&(w, _)| w == id)
                         .expect("fail of unknown request");
                     assert!(
-                        pos == 0 || !self.has_pipe || failure == Failure::NoPipe,
+                        pos == 0
+                            || !self.has_pipe
+                            || failure == Failure::NoPipe
+                            || matches!(failure, Failure::TooMany(_)),
                         "fail out of FIFO order"
                     );
                     let (_, units) = self.queue.remove(pos).unwrap();
+                    assert_eq!(
+                        matches!(failure, Failure::TooMany(_)),
+                        units > MAX_UNITS,
+                        "refused for its size exactly when above the bound"
+                    );
+                    if let Failure::TooMany(asked) = failure {
+                        assert_eq!(asked, units);
+                    }
                     self.woken.push((id, units, Some(failure)));
                 }
             }
@@ -134,7 +150,9 @@ impl Harness {
         assert_eq!(stats.bytes_written, self.write_log.len() as u64);
         assert_eq!(
             stats.bytes_read,
-            stats.bytes_written + (stats.bytes_held + stats.bytes_unwritten) as u64,
+            stats.bytes_written
+                + stats.bytes_abandoned
+                + (stats.bytes_held + stats.bytes_unwritten) as u64,
             "bytes read = written + held + kept after a failed write"
         );
         // Exactly one byte backs each unit in use beyond the implicit slot.

@@ -1,6 +1,8 @@
 //! Named behaviours of the token state machine, one scenario each.
 
-use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, ReleasePolicy, WaiterId};
+use jobserver_proto::{
+    Action, Failure, Machine, Outcome, Permit, ReleasePolicy, WaiterId, MAX_UNITS,
+};
 
 /// Drains all actions.
 fn actions(m: &mut Machine) -> Vec<Action> {
@@ -276,4 +278,117 @@ fn a_byte_whose_write_failed_goes_to_the_next_waiter() {
     let c = m.acquire(1);
     assert_eq!(actions(&mut m), [Action::Grant(c)]);
     assert_eq!(m.stats().bytes_read, 1);
+}
+
+/// `acquire(usize::MAX)` then `acquire(2)`: the absurd request fails at once, unqueued (it
+/// neither reads nor holds anything), and the next request is served with exact counts. It
+/// used to overflow `unmet` (a panic in debug with the request half-linked, a wrap in release).
+#[test]
+fn absurd_request_fails_at_once_and_later_requests_work() {
+    let mut m = Machine::new();
+    let implicit = m.acquire(1);
+    let _ = actions(&mut m);
+    let implicit = granted(&mut m, implicit);
+
+    for units in [usize::MAX, MAX_UNITS + 1] {
+        let huge = m.acquire(units);
+        assert_eq!(
+            actions(&mut m),
+            [Action::Fail(huge, Failure::TooMany(units))],
+            "no read for a request that can never be met"
+        );
+        let stats = m.stats();
+        assert_eq!(
+            (stats.waiting, stats.unmet, stats.reserved, stats.running),
+            (0, 0, 0, 1),
+            "{stats:?}"
+        );
+        assert_eq!(
+            m.take_outcome(huge),
+            Outcome::Failed(Failure::TooMany(units))
+        );
+        assert_eq!(m.take_outcome(huge), Outcome::Unknown, "settled");
+    }
+
+    let two = m.acquire(2);
+    assert_eq!(actions(&mut m), [Action::Read { max: 2 }]);
+    m.handle_read(b"ab");
+    assert_eq!(actions(&mut m), [Action::Grant(two)]);
+    let two = granted(&mut m, two);
+    assert_eq!(two.units(), 2);
+    assert_eq!(m.stats().bytes_held, 2);
+    m.release(two);
+    let mut written: Vec<Action> = actions(&mut m);
+    written.sort_by_key(|a| format!("{a:?}"));
+    assert_eq!(written, [Action::Write(b'a'), Action::Write(b'b')]);
+    m.release(implicit);
+    assert_eq!(actions(&mut m), []);
+    let stats = m.stats();
+    assert_eq!(
+        (stats.bytes_read, stats.bytes_written, stats.bytes_held),
+        (2, 2, 0)
+    );
+}
+
+/// The bound itself is accepted (it waits like any request) and can be withdrawn; one more
+/// than the bound is refused, also on a machine without a pipe (before `NoPipe` applies).
+#[test]
+fn max_units_is_the_inclusive_bound() {
+    let mut m = Machine::new();
+    let big = m.acquire(MAX_UNITS);
+    assert_eq!(actions(&mut m), [Action::Read { max: MAX_UNITS - 1 }]);
+    m.handle_would_block();
+    assert_eq!(
+        m.stats().unmet,
+        MAX_UNITS - 1,
+        "the implicit slot is promised"
+    );
+    m.cancel(big);
+    let _ = actions(&mut m);
+    let stats = m.stats();
+    assert_eq!((stats.waiting, stats.unmet, stats.reserved), (0, 0, 0));
+
+    let mut m = Machine::implicit_only();
+    let huge = m.acquire(MAX_UNITS + 1);
+    assert_eq!(
+        actions(&mut m),
+        [Action::Fail(huge, Failure::TooMany(MAX_UNITS + 1))]
+    );
+    let one = m.acquire(1);
+    assert_eq!(actions(&mut m), [Action::Grant(one)]);
+}
+
+/// A byte whose write keeps failing can be given up by an adapter that goes away: it is
+/// counted as abandoned, never silently dropped.
+#[test]
+fn abandoned_bytes_are_counted() {
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let b = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_read(b"k");
+    let _ = actions(&mut m);
+    let pa = granted(&mut m, a);
+    let pb = granted(&mut m, b);
+    m.release(pb);
+    assert_eq!(actions(&mut m), [Action::Write(b'k')]);
+    m.handle_write_error(b'k');
+    m.release(pa);
+    assert_eq!(
+        actions(&mut m),
+        [Action::Write(b'k')],
+        "retried at the next input"
+    );
+    m.handle_write_error(b'k');
+    assert_eq!(m.stats().bytes_unwritten, 1);
+    assert_eq!(m.abandon_unwritten(), 1);
+    let stats = m.stats();
+    assert_eq!((stats.bytes_unwritten, stats.bytes_abandoned), (0, 1));
+    assert_eq!(
+        stats.bytes_read,
+        stats.bytes_written + stats.bytes_abandoned
+    );
+    m.retry_writes();
+    assert_eq!(actions(&mut m), [], "nothing left to write");
+    assert_eq!(m.abandon_unwritten(), 0);
 }

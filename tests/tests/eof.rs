@@ -16,6 +16,7 @@ jobserver_tests::conformance!(
     server_gone_gives_back_tokens_promised_to_failed_requests,
     failed_write_back_is_reported_and_retried,
     kept_token_is_written_when_the_client_is_dropped,
+    token_whose_last_write_fails_is_counted_as_lost,
 );
 
 /// Connects R from `reads` and W from `writes`.
@@ -192,5 +193,44 @@ fn kept_token_is_written_when_the_client_is_dropped<D: Driver>() {
         assert_eq!(fixture::drain_sorted(writes.read_fd()).len(), full);
         drop(client);
         assert_eq!(fixture::drain_sorted(writes.read_fd()), b"k");
+    });
+}
+
+/// Serialises the tests that read the process-wide [`jobserver_io::lost_tokens`] counter.
+static LOST_COUNTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// When even the last write attempt (the client being dropped) fails, the byte is gone: it is
+/// counted in `jobserver_io::lost_tokens()` (and in the client's machine), never dropped
+/// silently.
+fn token_whose_last_write_fails_is_counted_as_lost<D: Driver>() {
+    let _serial = LOST_COUNTER.lock().unwrap_or_else(|p| p.into_inner());
+    D::block_on(async {
+        let reads = TestPipe::new();
+        let writes = TestPipe::new();
+        let client = fixture::connect::<D>(&split_auth(&reads, &writes));
+        let implicit = client.acquire().await.expect("implicit slot");
+        fixture::put(reads.write_fd(), b"k");
+        let token = within("acquire", client.acquire()).await.expect("token");
+
+        fill(writes.write_fd());
+        let full = fixture::count(writes.read_fd());
+        drop(token);
+        drop(implicit);
+        assert_eq!(client.stats().bytes_unwritten, 1);
+        let before = jobserver_io::lost_tokens();
+
+        // The pipe is still full when the client goes away: the last attempt fails too.
+        drop(client);
+        assert_eq!(
+            jobserver_io::lost_tokens() - before,
+            1,
+            "{}: the byte whose last write failed is counted as lost",
+            D::NAME
+        );
+        assert_eq!(
+            fixture::count(writes.read_fd()),
+            full,
+            "nothing was written"
+        );
     });
 }
