@@ -17,7 +17,7 @@ use jobserver_proto::{Machine, ReleasePolicy, Stats};
 use crate::driver::{Acquire, Conn, Reactor, Shared, Token};
 use crate::error::{Error, ErrorKind};
 use crate::server::Server;
-use crate::sys::{self, Access, FdProblem, FifoOpenError};
+use crate::sys::{self, Access, FdProblem, FifoOpenError, TakeError};
 
 /// How a client reaches its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,9 +186,11 @@ impl<R: Reactor> Client<R> {
     /// Looks at `CARGO_MAKEFLAGS`, then `MAKEFLAGS`, then `MFLAGS`; the first that names a
     /// jobserver decides (see [`Client::var`]).
     ///
-    /// - For a pipe (`R,W`), both descriptors are checked (open, a pipe, the right direction)
-    ///   and then reopened through `/proc/self/fd` as private descriptions; only those are
-    ///   made non-blocking. The inherited descriptions, shared with make and its other
+    /// - For a pipe (`R,W`), both descriptors are first duplicated (at 3 or above), then the
+    ///   duplicates are checked (open, a pipe, the right direction), so what was checked is
+    ///   what is used even if a number is closed and reused meanwhile; they are then reopened
+    ///   through `/proc/self/fd` as private descriptions, and only those are made
+    ///   non-blocking. The inherited descriptions, shared with make and its other
     ///   children, are never changed.
     /// - For a fifo, the path is opened read-write and non-blocking (so end-of-file cannot
     ///   happen while this process lives). A fifo or a character device is accepted; anything
@@ -264,15 +266,16 @@ impl<R: Reactor> Client<R> {
         write: RawFd,
         flags: MakeFlags,
     ) -> Result<Self, Error> {
-        for (fd, access) in [(read, Access::Read), (write, Access::Write)] {
-            sys::check_inherited(fd, access)
-                .map_err(|p| fd_problem_error(var, read, write, fd, p))?;
-        }
-        let inherited = |fd: RawFd| {
-            sys::dup_inherited(fd)
-                .map_err(|e| Error::io(format!("duplicating jobserver descriptor {fd}"), e))
+        // Duplicate first, then validate the duplicates: what was checked is what is used,
+        // even if the numbers are closed and reused meanwhile (by another thread, say).
+        let inherited = |fd: RawFd, access: Access| {
+            sys::take_inherited(fd, access).map_err(|e| match e {
+                TakeError::Problem(p) => fd_problem_error(var, read, write, fd, p),
+                TakeError::Io(e) => Error::io(format!("duplicating jobserver descriptor {fd}"), e),
+            })
         };
-        let (child_read, child_write) = (inherited(read)?, inherited(write)?);
+        let child_read = inherited(read, Access::Read)?;
+        let child_write = inherited(write, Access::Write)?;
         let private_read = sys::reopen_private(child_read.as_fd(), Access::Read).map_err(|e| {
             Error::io(
                 format!("reopening jobserver descriptor {read} privately"),
