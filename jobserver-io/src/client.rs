@@ -42,6 +42,10 @@ pub(crate) struct ChildEnv {
     /// Set once those descriptors are inheritable in this process itself
     /// ([`Client::inherit_in_every_child`]): configuring then needs no `pre_exec` hook.
     pub(crate) inherit_all: Arc<std::sync::atomic::AtomicBool>,
+    /// Something every configured command must keep alive until it is dropped: an own fifo
+    /// pool's fifo (its path and an open end, which holds the tokens), so that a command
+    /// configured before the server was dropped still finds the pool when it spawns.
+    pub(crate) keep: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl ChildEnv {
@@ -53,6 +57,7 @@ impl ChildEnv {
             makeflags: OsString::from_vec(value),
             fds: Some((read, write)),
             inherit_all: Arc::default(),
+            keep: None,
         }
     }
 
@@ -62,13 +67,33 @@ impl ChildEnv {
             makeflags: OsString::from_vec(value),
             fds: None,
             inherit_all: Arc::default(),
+            keep: None,
         }
+    }
+
+    /// Makes every command configured from now on hold `keep` until it is dropped.
+    pub(crate) fn keeping(mut self, keep: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self.keep = Some(keep);
+        self
     }
 
     /// Sets the variables on `cmd` and, in pipe mode, lets the child alone inherit the pipe.
     pub(crate) fn apply(&self, cmd: &mut Command) {
         cmd.env("MAKEFLAGS", &self.makeflags);
         cmd.env("CARGO_MAKEFLAGS", &self.makeflags);
+        if let Some(keep) = &self.keep {
+            let keep = keep.clone();
+            let hook = move || {
+                // Does nothing in the child: the closure only ties `keep`'s life to `cmd`.
+                let _ = &keep;
+                Ok(())
+            };
+            // SAFETY: the hook runs in the child between fork and exec and makes no call at
+            // all (it only borrows a value the closure owns).
+            unsafe {
+                cmd.pre_exec(hook);
+            }
+        }
         if let Some((read, write)) = &self.fds {
             if self.inherit_all.load(std::sync::atomic::Ordering::Acquire) {
                 // Inheritable already: no hook, so std can spawn with posix_spawn (vfork).
@@ -403,6 +428,11 @@ impl<R: Reactor> Client<R> {
                 _server: None,
             }),
         }
+    }
+
+    /// The client's shared state, for a server that watches the clients of its pool.
+    pub(crate) fn shared_weak(&self) -> std::sync::Weak<Shared<R>> {
+        Arc::downgrade(&self.shared)
     }
 
     pub(crate) fn keep_alive(mut self, server: Arc<dyn std::any::Any + Send + Sync>) -> Self {
