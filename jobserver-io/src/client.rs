@@ -17,7 +17,7 @@ use jobserver_proto::{Machine, ReleasePolicy, Stats};
 use crate::driver::{Acquire, Conn, Reactor, Shared, Token};
 use crate::error::{Error, ErrorKind};
 use crate::server::Server;
-use crate::sys::{self, Access, FdProblem, FifoOpenError};
+use crate::sys::{self, Access, FdProblem, FifoOpenError, TakeError};
 
 /// How a client reaches its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,10 @@ pub(crate) struct ChildEnv {
     /// Set once those descriptors are inheritable in this process itself
     /// ([`Client::inherit_in_every_child`]): configuring then needs no `pre_exec` hook.
     pub(crate) inherit_all: Arc<std::sync::atomic::AtomicBool>,
+    /// Something every configured command must keep alive until it is dropped: an own fifo
+    /// pool's fifo (its path and an open end, which holds the tokens), so that a command
+    /// configured before the server was dropped still finds the pool when it spawns.
+    pub(crate) keep: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl ChildEnv {
@@ -53,6 +57,7 @@ impl ChildEnv {
             makeflags: OsString::from_vec(value),
             fds: Some((read, write)),
             inherit_all: Arc::default(),
+            keep: None,
         }
     }
 
@@ -62,13 +67,33 @@ impl ChildEnv {
             makeflags: OsString::from_vec(value),
             fds: None,
             inherit_all: Arc::default(),
+            keep: None,
         }
+    }
+
+    /// Makes every command configured from now on hold `keep` until it is dropped.
+    pub(crate) fn keeping(mut self, keep: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self.keep = Some(keep);
+        self
     }
 
     /// Sets the variables on `cmd` and, in pipe mode, lets the child alone inherit the pipe.
     pub(crate) fn apply(&self, cmd: &mut Command) {
         cmd.env("MAKEFLAGS", &self.makeflags);
         cmd.env("CARGO_MAKEFLAGS", &self.makeflags);
+        if let Some(keep) = &self.keep {
+            let keep = keep.clone();
+            let hook = move || {
+                // Does nothing in the child: the closure only ties `keep`'s life to `cmd`.
+                let _ = &keep;
+                Ok(())
+            };
+            // SAFETY: the hook runs in the child between fork and exec and makes no call at
+            // all (it only borrows a value the closure owns).
+            unsafe {
+                cmd.pre_exec(hook);
+            }
+        }
         if let Some((read, write)) = &self.fds {
             if self.inherit_all.load(std::sync::atomic::Ordering::Acquire) {
                 // Inheritable already: no hook, so std can spawn with posix_spawn (vfork).
@@ -186,9 +211,11 @@ impl<R: Reactor> Client<R> {
     /// Looks at `CARGO_MAKEFLAGS`, then `MAKEFLAGS`, then `MFLAGS`; the first that names a
     /// jobserver decides (see [`Client::var`]).
     ///
-    /// - For a pipe (`R,W`), both descriptors are checked (open, a pipe, the right direction)
-    ///   and then reopened through `/proc/self/fd` as private descriptions; only those are
-    ///   made non-blocking. The inherited descriptions, shared with make and its other
+    /// - For a pipe (`R,W`), both descriptors are first duplicated (at 3 or above), then the
+    ///   duplicates are checked (open, a pipe, the right direction), so what was checked is
+    ///   what is used even if a number is closed and reused meanwhile; they are then reopened
+    ///   through `/proc/self/fd` as private descriptions, and only those are made
+    ///   non-blocking. The inherited descriptions, shared with make and its other
     ///   children, are never changed.
     /// - For a fifo, the path is opened read-write and non-blocking (so end-of-file cannot
     ///   happen while this process lives). A fifo or a character device is accepted; anything
@@ -264,15 +291,16 @@ impl<R: Reactor> Client<R> {
         write: RawFd,
         flags: MakeFlags,
     ) -> Result<Self, Error> {
-        for (fd, access) in [(read, Access::Read), (write, Access::Write)] {
-            sys::check_inherited(fd, access)
-                .map_err(|p| fd_problem_error(var, read, write, fd, p))?;
-        }
-        let inherited = |fd: RawFd| {
-            sys::dup_inherited(fd)
-                .map_err(|e| Error::io(format!("duplicating jobserver descriptor {fd}"), e))
+        // Duplicate first, then validate the duplicates: what was checked is what is used,
+        // even if the numbers are closed and reused meanwhile (by another thread, say).
+        let inherited = |fd: RawFd, access: Access| {
+            sys::take_inherited(fd, access).map_err(|e| match e {
+                TakeError::Problem(p) => fd_problem_error(var, read, write, fd, p),
+                TakeError::Io(e) => Error::io(format!("duplicating jobserver descriptor {fd}"), e),
+            })
         };
-        let (child_read, child_write) = (inherited(read)?, inherited(write)?);
+        let child_read = inherited(read, Access::Read)?;
+        let child_write = inherited(write, Access::Write)?;
         let private_read = sys::reopen_private(child_read.as_fd(), Access::Read).map_err(|e| {
             Error::io(
                 format!("reopening jobserver descriptor {read} privately"),
@@ -400,6 +428,11 @@ impl<R: Reactor> Client<R> {
                 _server: None,
             }),
         }
+    }
+
+    /// The client's shared state, for a server that watches the clients of its pool.
+    pub(crate) fn shared_weak(&self) -> std::sync::Weak<Shared<R>> {
+        Arc::downgrade(&self.shared)
     }
 
     pub(crate) fn keep_alive(mut self, server: Arc<dyn std::any::Any + Send + Sync>) -> Self {

@@ -34,6 +34,10 @@ pub enum ErrorKind {
     /// The runtime the driver needs is not running (for example a tokio client created outside
     /// a tokio runtime).
     NoRuntime,
+    /// The pool is still in use: [`Server::shutdown`](crate::Server::shutdown) was called
+    /// while a client of it in this process held tokens (or waited for some). Release them
+    /// and call it again.
+    InUse,
     /// Any other operating-system error.
     Io,
 }
@@ -101,6 +105,7 @@ impl From<Error> for io::Error {
             ErrorKind::InvalidMakeflags | ErrorKind::BadFds | ErrorKind::NotAFifo => {
                 io::ErrorKind::InvalidInput
             }
+            ErrorKind::InUse => io::ErrorKind::ResourceBusy,
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)

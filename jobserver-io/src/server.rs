@@ -6,13 +6,13 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use jobserver_proto::makeflags::{Jobs, MakeFlags};
 use jobserver_proto::{Machine, PoolPlan, Report, Resize, DEFAULT_TOKEN_BYTE};
 
 use crate::client::{ChildEnv, Client, Mode};
-use crate::driver::{Conn, Reactor};
+use crate::driver::{Conn, Reactor, Shared};
 use crate::error::{Error, ErrorKind};
 use crate::sys::{self, Access, FifoOpenError};
 
@@ -27,11 +27,21 @@ enum Pool {
         reader: OwnedFd,
         writer: OwnedFd,
     },
-    Fifo {
-        path: PathBuf,
-        /// Our own read-write, non-blocking description.
-        fd: OwnedFd,
-    },
+    Fifo(Arc<FifoFile>),
+}
+
+/// An own pool's fifo: its path and our own read-write, non-blocking description, which
+/// keeps the tokens in it (a fifo's bytes are gone once nobody has it open). Shared by the
+/// server, its clients and every command configured for it; the last one removes the fifo.
+struct FifoFile {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl Drop for FifoFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 struct Inner {
@@ -46,7 +56,7 @@ impl Inner {
     fn read_fd(&self) -> BorrowedFd<'_> {
         match &self.pool {
             Pool::Pipe { read, .. } => read.as_fd(),
-            Pool::Fifo { fd, .. } => fd.as_fd(),
+            Pool::Fifo(fifo) => fifo.fd.as_fd(),
         }
     }
 
@@ -54,7 +64,7 @@ impl Inner {
     fn private_reader(&self) -> BorrowedFd<'_> {
         match &self.pool {
             Pool::Pipe { reader, .. } => reader.as_fd(),
-            Pool::Fifo { fd, .. } => fd.as_fd(),
+            Pool::Fifo(fifo) => fifo.fd.as_fd(),
         }
     }
 
@@ -62,7 +72,7 @@ impl Inner {
     fn private_writer(&self) -> BorrowedFd<'_> {
         match &self.pool {
             Pool::Pipe { writer, .. } => writer.as_fd(),
-            Pool::Fifo { fd, .. } => fd.as_fd(),
+            Pool::Fifo(fifo) => fifo.fd.as_fd(),
         }
     }
 
@@ -119,14 +129,6 @@ fn write_tokens(fd: BorrowedFd<'_>, count: usize) -> (usize, Option<io::Error>) 
     (written, None)
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Pool::Fifo { path, .. } = &self.pool {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 /// A jobserver pool of `N` jobs that this process owns, generic over the runtime's [`Reactor`]
 /// (which only its clients need).
 ///
@@ -134,11 +136,17 @@ impl Drop for Inner {
 /// `N - 1` tokens. Children configured with [`Server::configure`] share the pool; so do the
 /// clients from [`Server::client`].
 ///
-/// A fifo pool's fifo is removed when the last of the server and its clients is dropped. A
-/// process killed by `SIGKILL` (or any exit that skips destructors) leaves it behind in the
-/// temporary directory.
+/// A fifo pool's fifo is removed when the last of the server, its clients and the commands
+/// configured for it is dropped. A process killed by `SIGKILL` (or any exit that skips
+/// destructors) leaves it behind in the temporary directory.
+///
+/// Every descriptor a server creates is numbered 3 or above, even in a process that runs
+/// with its standard streams closed (see [`sys::MIN_FD`]).
 pub struct Server<R: Reactor> {
     inner: Arc<Inner>,
+    /// The shared states of the clients made by [`Server::client`] (and so of their clones
+    /// and tokens), for [`Server::shutdown`] to see what they hold.
+    clients: Mutex<Vec<Weak<Shared<R>>>>,
     _reactor: PhantomData<fn() -> R>,
 }
 
@@ -239,13 +247,15 @@ impl<R: Reactor> Server<R> {
             })
             .map_err(cleanup)?;
         let plan = plan_and_preload(jobs, fd.as_fd(), fd.as_fd()).map_err(cleanup)?;
+        let fifo = Arc::new(FifoFile { path, fd });
         let child = ChildEnv::fifo(
             Jobs::Limited(plan.jobs()),
-            path.as_os_str().as_encoded_bytes(),
-        );
+            fifo.path.as_os_str().as_encoded_bytes(),
+        )
+        .keeping(fifo.clone());
         Ok(Self::from_inner(Inner {
             plan: Mutex::new(plan),
-            pool: Pool::Fifo { path, fd },
+            pool: Pool::Fifo(fifo),
             child,
         }))
     }
@@ -253,6 +263,7 @@ impl<R: Reactor> Server<R> {
     fn from_inner(inner: Inner) -> Self {
         Server {
             inner: Arc::new(inner),
+            clients: Mutex::new(Vec::new()),
             _reactor: PhantomData,
         }
     }
@@ -281,8 +292,8 @@ impl<R: Reactor> Server<R> {
                     Mode::Pipe,
                 )
             }
-            Pool::Fifo { path, .. } => {
-                let fd = sys::open_fifo(path).map_err(|e| match e {
+            Pool::Fifo(fifo) => {
+                let fd = sys::open_fifo(&fifo.path).map_err(|e| match e {
                     FifoOpenError::Io(e) => Error::io("opening the jobserver fifo", e),
                     other => Error::new(ErrorKind::Io, other.to_string()),
                 })?;
@@ -297,12 +308,22 @@ impl<R: Reactor> Server<R> {
         };
         let child = Some(self.inner.child.clone());
         let client = Client::build(Machine::new(), Some(conn), mode, None, flags, child, None);
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients.retain(|c| c.strong_count() > 0);
+        clients.push(client.shared_weak());
+        drop(clients);
         Ok(client.keep_alive(self.inner.clone()))
     }
 
     /// Lets `cmd`'s child share the pool: sets `MAKEFLAGS` and `CARGO_MAKEFLAGS` to
     /// [`Server::makeflags`], and in pipe mode makes the pipe inheritable in that child only.
-    /// The pipe stays open for as long as `cmd` exists, even if the server is dropped first.
+    /// The pool stays usable for as long as `cmd` exists, even if the server is dropped
+    /// first: `cmd` keeps the pipe open, or in fifo mode the fifo (its path and an open end,
+    /// which holds the tokens); the fifo is removed when the last of the server, its clients
+    /// and such commands is dropped.
+    ///
+    /// Both modes add a `pre_exec` hook to `cmd` (in fifo mode one that does nothing but
+    /// hold the fifo), so `std` spawns it with `fork` rather than `posix_spawn`.
     ///
     /// For a tokio command use `cmd.as_std_mut()`; for async-process, configure a
     /// `std::process::Command` and convert it with `From`.
@@ -408,7 +429,7 @@ impl<R: Reactor> Server<R> {
     /// The fifo's path, for a fifo pool.
     pub fn fifo_path(&self) -> Option<&Path> {
         match &self.inner.pool {
-            Pool::Fifo { path, .. } => Some(path),
+            Pool::Fifo(fifo) => Some(&fifo.path),
             Pool::Pipe { .. } => None,
         }
     }
@@ -422,27 +443,121 @@ impl<R: Reactor> Server<R> {
         sys::bytes_available(self.inner.read_fd())
     }
 
-    /// Ends the pool: takes every token out of the pipe and compares the count with what
-    /// should be there: the preload, plus the tokens added by growing, minus those absorbed
-    /// after shrinking (tokens still owed are expected: draining absorbs them). Drop clients
-    /// and wait for children first; tokens they still hold are reported as lost.
+    /// Audits the pool at the end of its work: takes every token out of the pipe, counts
+    /// them against what should be there (the preload, plus the tokens added by growing,
+    /// minus those absorbed after shrinking; tokens still owed after a shrink are expected,
+    /// and absorbed now) and reports lost or extra tokens.
+    ///
+    /// It never takes tokens away from their users:
+    ///
+    /// - While a client of this pool in this process (from [`Server::client`], its clones,
+    ///   and their tokens) holds a token read from the pool, keeps one it failed to write
+    ///   back, or waits for tokens, it refuses with [`ErrorKind::InUse`] and reads nothing:
+    ///   release them and call it again. A client that holds nothing (or only its implicit
+    ///   slot, which is no byte in the pipe) does not stop it.
+    /// - The tokens counted are written back afterwards (less a shrink's debt and any extra
+    ///   bytes), so that clients, configured commands and children that still use the pool
+    ///   keep finding them, and so that calling it again gives the same answer. The pool
+    ///   itself ends when the server and everything that holds it are dropped.
+    ///
+    /// Child processes are invisible to it: wait for them first, or the tokens they hold
+    /// are reported as lost. So is a [`Token`](crate::Token) leaked with `mem::forget`: it
+    /// counts as held, and the pool stays in use.
     ///
     /// # Errors
     ///
-    /// When the pipe cannot be read.
-    pub fn shutdown(self) -> Result<Report, Error> {
-        let plan = self.inner.plan();
-        let fd = self.inner.private_reader();
+    /// [`ErrorKind::InUse`] as above, also when a client moved tokens while the pipe was
+    /// being counted (what was taken out is then put back); [`ErrorKind::Io`] when the pipe
+    /// cannot be read or the tokens cannot be written back.
+    pub fn shutdown(&self) -> Result<Report, Error> {
+        let mut plan = self.inner.plan();
+        let before = self.client_usage()?;
         let mut returned = 0;
         let mut buf = [0u8; 4096];
-        loop {
-            match sys::read(fd, &mut buf) {
-                Ok(0) => break,
+        let drained = loop {
+            match sys::read(self.inner.private_reader(), &mut buf) {
+                Ok(0) => break Ok(()),
                 Ok(n) => returned += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(Error::io("draining the jobserver pipe", e)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(e),
             }
+        };
+        let after = self.client_usage();
+        let raced = match &after {
+            // Every client alive now moved no byte since `before` (one that is gone since
+            // held nothing then, so its drop wrote nothing).
+            Ok(now) => now.iter().any(|(client, moved)| {
+                let then = before.iter().find(|(c, _)| Weak::ptr_eq(c, client));
+                then.map_or(0, |(_, m)| *m) != *moved
+            }),
+            Err(_) => true,
+        };
+        if drained.is_err() || raced {
+            // Put back what was taken out: the pool is as it was.
+            self.put_back(returned)?;
+            drained.map_err(|e| Error::io("draining the jobserver pipe", e))?;
+            after?;
+            return Err(Error::new(
+                ErrorKind::InUse,
+                "a client of this jobserver pool read or wrote tokens while the pool was \
+                 being counted; the tokens were put back. Let the clients finish and call \
+                 shutdown again",
+            ));
         }
-        Ok(plan.account(returned))
+        let report = plan.account(returned);
+        // Pay the debt of a shrink with what came back, and keep no extra bytes.
+        let debt = plan.pending_absorb().min(returned);
+        plan.absorbed(debt);
+        self.put_back((returned - debt).min(plan.in_circulation()))?;
+        Ok(report)
+    }
+
+    /// Writes `count` tokens back into the pool after counting them.
+    fn put_back(&self, count: usize) -> Result<(), Error> {
+        match write_tokens(self.inner.private_writer(), count) {
+            (_, None) => Ok(()),
+            (written, Some(e)) => Err(Error::io(
+                format_args!(
+                    "writing the counted tokens back into the jobserver pipe ({written} of \
+                     {count} written)"
+                ),
+                e,
+            )),
+        }
+    }
+
+    /// The clients of this pool that are alive, each with the bytes it moved so far (for
+    /// spotting a client that reads or writes while the pool is counted), or
+    /// [`ErrorKind::InUse`] when one of them holds or waits for tokens.
+    #[allow(clippy::type_complexity)]
+    fn client_usage(&self) -> Result<Vec<(Weak<Shared<R>>, u64)>, Error> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients.retain(|c| c.strong_count() > 0);
+        let (mut held, mut unwritten, mut waiting) = (0, 0, 0);
+        let mut usage = Vec::with_capacity(clients.len());
+        for weak in clients.iter() {
+            let Some(shared) = weak.upgrade() else {
+                continue;
+            };
+            let stats = shared.lock().machine.stats();
+            held += stats.bytes_held;
+            unwritten += stats.bytes_unwritten;
+            waiting += stats.waiting;
+            let moved = stats.bytes_read.wrapping_add(stats.bytes_written);
+            usage.push((weak.clone(), moved));
+        }
+        drop(clients);
+        if held + unwritten + waiting == 0 {
+            return Ok(usage);
+        }
+        Err(Error::new(
+            ErrorKind::InUse,
+            format!(
+                "the jobserver pool is still in use by clients in this process: they hold \
+                 {held} token(s) read from it, keep {unwritten} they could not write back, \
+                 and {waiting} request(s) wait for tokens. Release the tokens (drop them) and \
+                 call shutdown again; nothing was taken out of the pool"
+            ),
+        ))
     }
 }

@@ -16,7 +16,7 @@ use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -63,6 +63,26 @@ pub enum FdProblem {
     WrongAccessMode,
 }
 
+/// The lowest descriptor number this module hands out: 0, 1 and 2 are the standard streams.
+///
+/// A process that runs with some of them closed (a daemon, or a parent that closed them)
+/// would otherwise get a jobserver descriptor there, where the next child spawned with
+/// redirected standard streams overwrites it, and where anything printing to "stdout" writes
+/// bytes into the jobserver.
+pub const MIN_FD: RawFd = 3;
+
+/// Moves `fd` to a number of at least [`MIN_FD`] (`F_DUPFD_CLOEXEC`, then closes the low
+/// number); returns it unchanged when it is there already. The new number is close-on-exec
+/// and shares the open file description (so its status flags are the same).
+pub fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() >= MIN_FD {
+        return Ok(fd);
+    }
+    let high = rustix::io::fcntl_dupfd_cloexec(&fd, MIN_FD)?;
+    drop(fd);
+    Ok(high)
+}
+
 /// Borrows a descriptor number that this process inherited and that no Rust
 /// object owns, for read-only queries, or `None` for a negative number.
 fn borrow_inherited<'a>(fd: RawFd) -> Option<BorrowedFd<'a>> {
@@ -79,12 +99,46 @@ fn borrow_inherited<'a>(fd: RawFd) -> Option<BorrowedFd<'a>> {
 }
 
 /// Duplicates an inherited descriptor number into a descriptor this process owns, marked
-/// close-on-exec (`F_DUPFD_CLOEXEC`). The duplicate shares the inherited open file description,
-/// whose flags are left as they are. Call [`check_inherited`] first.
+/// close-on-exec (`F_DUPFD_CLOEXEC`, at [`MIN_FD`] or above). The duplicate shares the
+/// inherited open file description, whose flags are left as they are. Prefer
+/// [`take_inherited`], which also validates the duplicate.
 pub fn dup_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     let borrowed =
         borrow_inherited(fd).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    Ok(rustix::io::fcntl_dupfd_cloexec(borrowed, 3)?)
+    Ok(rustix::io::fcntl_dupfd_cloexec(borrowed, MIN_FD)?)
+}
+
+/// Duplicates the inherited descriptor number `fd` first ([`dup_inherited`]) and then
+/// validates the duplicate as [`check_inherited`] does, so that what was checked is exactly
+/// what the caller gets: if another thread closes `fd` and the number is reused in between,
+/// the duplicate still names the description that was validated. Nothing about the
+/// inherited description is changed.
+///
+/// A closed or negative number is [`FdProblem::Closed`]; any other failure to duplicate
+/// (`EMFILE`, say) is returned as an I/O error.
+pub fn take_inherited(fd: RawFd, access: Access) -> Result<OwnedFd, TakeError> {
+    if fd < 0 {
+        return Err(TakeError::Problem(FdProblem::Closed));
+    }
+    let dup = dup_inherited(fd).map_err(|e| {
+        if e.raw_os_error() == Some(Errno::BADF.raw_os_error()) {
+            TakeError::Problem(FdProblem::Closed)
+        } else {
+            TakeError::Io(e)
+        }
+    })?;
+    check_fd(dup.as_fd(), access).map_err(TakeError::Problem)?;
+    Ok(dup)
+}
+
+/// Why [`take_inherited`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TakeError {
+    /// The number cannot serve as a jobserver end.
+    Problem(FdProblem),
+    /// Duplicating an open descriptor failed (too many open files, say).
+    Io(io::Error),
 }
 
 /// Checks an inherited fd number WITHOUT changing anything about it: F_GETFD
@@ -94,8 +148,16 @@ pub fn dup_inherited(fd: RawFd) -> io::Result<OwnedFd> {
 /// The number is expected to come from `--jobserver-auth=R,W` and to be owned by
 /// no Rust value in this process. A descriptor opened with `O_PATH` (Linux) is
 /// reported as [`FdProblem::WrongAccessMode`]: it can neither read nor write.
+///
+/// The number may be closed and reused between this check and any later use of it:
+/// [`take_inherited`] checks a duplicate instead.
 pub fn check_inherited(fd: RawFd, access: Access) -> Result<(), FdProblem> {
     let borrowed = borrow_inherited(fd).ok_or(FdProblem::Closed)?;
+    check_fd(borrowed, access)
+}
+
+/// The checks of [`check_inherited`] on an open descriptor.
+fn check_fd(borrowed: BorrowedFd<'_>, access: Access) -> Result<(), FdProblem> {
     rustix::io::fcntl_getfd(borrowed).map_err(|_| FdProblem::Closed)?;
     let stat = rustix::fs::fstat(borrowed).map_err(|e| {
         if e == Errno::BADF {
@@ -154,6 +216,8 @@ fn unsupported(msg: String) -> io::Error {
 /// candidate path can be opened at all (non-Linux without `/dev/fd`, `/proc` not
 /// mounted). Other failures, such as `ENXIO` when opening the write side of a
 /// pipe that has no reader left, are returned as they are.
+///
+/// The new descriptor is numbered [`MIN_FD`] or above ([`above_stdio`]).
 pub fn reopen_private(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
     let raw = fd.as_raw_fd();
     let original_stat = rustix::fs::fstat(fd)?;
@@ -216,7 +280,7 @@ pub fn reopen_private(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd>
                 "{path} was opened with the wrong access mode"
             )));
         }
-        return Ok(new);
+        return above_stdio(new);
     }
     Err(unsupported(format!(
         "cannot open a private description of fd {raw}: {}",
@@ -282,7 +346,7 @@ fn refuse_type(stat: &Stat) -> Option<&'static str> {
 
 /// Opens a jobserver fifo (or character device) with `O_RDWR | O_NONBLOCK |
 /// O_CLOEXEC`: read-write so that EOF can never be seen while we live, and it
-/// never blocks on open.
+/// never blocks on open. The descriptor is numbered [`MIN_FD`] or above.
 ///
 /// The path is `stat`ed first and anything but a fifo or character device is
 /// refused BEFORE opening, so a regular file is never opened for writing. The
@@ -309,11 +373,12 @@ pub fn open_fifo(path: &Path) -> Result<OwnedFd, FifoOpenError> {
             path.display()
         ))));
     }
-    Ok(fd)
+    above_stdio(fd).map_err(FifoOpenError::Io)
 }
 
 /// Anonymous pipe, both ends O_CLOEXEC, blocking (the server keeps these
-/// blocking: they are shared with children). Returns `(read end, write end)`.
+/// blocking: they are shared with children). Returns `(read end, write end)`,
+/// both numbered [`MIN_FD`] or above ([`above_stdio`]).
 ///
 /// On Apple platforms, which lack `pipe2`, close-on-exec is set right after
 /// creation; a `fork` in another thread in between could leak the ends.
@@ -325,7 +390,8 @@ pub fn create_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
         target_os = "nto"
     )))]
     {
-        Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        Ok((above_stdio(r)?, above_stdio(w)?))
     }
     #[cfg(any(
         target_vendor = "apple",
@@ -337,7 +403,7 @@ pub fn create_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
         let (r, w) = rustix::pipe::pipe()?;
         rustix::io::fcntl_setfd(&r, FdFlags::CLOEXEC)?;
         rustix::io::fcntl_setfd(&w, FdFlags::CLOEXEC)?;
-        Ok((r, w))
+        Ok((above_stdio(r)?, above_stdio(w)?))
     }
 }
 

@@ -13,9 +13,13 @@ use fixture::within;
 use jobserver_io::{ErrorKind, Server};
 use jobserver_tests::Driver;
 
+const WORKER: &str = env!("CARGO_BIN_EXE_jobserver-worker");
+
 jobserver_tests::conformance!(
     shutdown_is_balanced_after_use,
-    forgotten_token_is_reported_lost,
+    shutdown_refuses_while_a_client_holds_tokens,
+    forgotten_token_keeps_the_pool_in_use,
+    token_kept_by_another_process_is_reported_lost,
     injected_bytes_are_reported_extra,
     zero_jobs_is_a_capacity_error,
     pool_larger_than_any_pipe_fails_promptly,
@@ -23,6 +27,8 @@ jobserver_tests::conformance!(
     fifo_exists_while_server_or_client_lives,
     configure_hands_the_pipe_to_that_child_only,
     configured_command_keeps_the_pipe_after_server_drop,
+    configured_command_keeps_the_fifo_after_server_drop,
+    configured_make_keeps_the_fifo_after_server_drop,
 );
 
 fn shutdown_is_balanced_after_use<D: Driver>() {
@@ -51,12 +57,61 @@ fn shutdown_is_balanced_after_use<D: Driver>() {
     }
 }
 
+/// While a client of the pool holds a token read from it (or waits for one), shutdown
+/// refuses and takes nothing; once the token is back it is balanced, and it steals nothing
+/// from a client that still exists: the pool works afterwards.
+fn shutdown_refuses_while_a_client_holds_tokens<D: Driver>() {
+    for fifo in [false, true] {
+        D::block_on(async {
+            let server = if fifo {
+                Server::<D>::new_fifo(4)
+            } else {
+                Server::<D>::new(4)
+            }
+            .expect("server");
+            let client = server.client().expect("client");
+            let token = within("2 tokens", client.acquire_many(2))
+                .await
+                .expect("tokens");
+            assert_eq!(server.available().unwrap(), 2);
+            let err = server
+                .shutdown()
+                .expect_err("a client holds a token read from the pool");
+            assert_eq!(err.kind(), ErrorKind::InUse, "fifo={fifo}: {err}");
+            assert!(err.to_string().contains("hold 1 token"), "{err}");
+            assert_eq!(server.available().unwrap(), 2, "shutdown took tokens");
+
+            // A request waiting for tokens is a use too.
+            let mut waiting = client.acquire_many(4);
+            assert!(fixture::poll_once(&mut waiting).is_pending());
+            let err = server.shutdown().expect_err("a request waits");
+            assert_eq!(err.kind(), ErrorKind::InUse, "fifo={fifo}: {err}");
+            drop(waiting);
+            assert_eq!(server.available().unwrap(), 2);
+
+            drop(token);
+            assert_eq!(server.available().unwrap(), 3);
+            // The client still exists but holds nothing: shutdown counts, and puts back.
+            let report = server.shutdown().expect("shutdown");
+            assert!(report.is_balanced(), "fifo={fifo}: {report}");
+            assert_eq!((report.expected, report.returned), (3, 3));
+            assert_eq!(server.available().unwrap(), 3, "shutdown stole the tokens");
+            let all = within("the whole pool after shutdown", client.acquire_many(4))
+                .await
+                .expect("the pool still works");
+            drop(all);
+            drop(client);
+            let report = server.shutdown().expect("shutdown");
+            assert!(report.is_balanced(), "fifo={fifo}: {report}");
+            assert_eq!((report.expected, report.returned), (3, 3));
+        });
+    }
+}
+
 /// A `Token` that holds an explicit byte (units 2: the implicit slot plus one byte) and is
-/// forgotten keeps that byte out of the pool; shutdown reports it.
-///
-/// (Forgetting one of two single-unit tokens would not do: tokens are interchangeable units,
-/// so when the other one is released the process still needs no byte and writes it back.)
-fn forgotten_token_is_reported_lost<D: Driver>() {
+/// forgotten keeps its client's state alive, holding that byte: to shutdown the pool is in
+/// use, for good.
+fn forgotten_token_keeps_the_pool_in_use<D: Driver>() {
     D::block_on(async {
         let server = Server::<D>::new(4).expect("server");
         let client = server.client().expect("client");
@@ -67,12 +122,40 @@ fn forgotten_token_is_reported_lost<D: Driver>() {
         std::mem::forget(token);
         drop(client);
         assert_eq!(server.available().unwrap(), 2);
+        let err = server.shutdown().expect_err("the forgotten token is held");
+        assert_eq!(err.kind(), ErrorKind::InUse, "{err}");
+        assert_eq!(server.available().unwrap(), 2);
+    });
+}
+
+/// A token that another process took and never gave back is reported lost.
+fn token_kept_by_another_process_is_reported_lost<D: Driver>() {
+    for fifo in [false, true] {
+        let server = if fifo {
+            Server::<D>::new_fifo(4)
+        } else {
+            Server::<D>::new(4)
+        }
+        .expect("server");
+        let path = match server.fifo_path() {
+            Some(path) => path.to_owned(),
+            None => format!("/proc/self/fd/{}", pipe_fds(server.makeflags()).0).into(),
+        };
+        // Another process's own description of the pool: it takes one token and keeps it.
+        let mut other = std::fs::OpenOptions::new()
+            .read(true)
+            .write(fifo)
+            .open(&path)
+            .expect("opening the pool");
+        let mut byte = [0u8; 1];
+        std::io::Read::read_exact(&mut other, &mut byte).expect("taking a token");
+        assert_eq!(server.available().unwrap(), 2);
         let report = server.shutdown().expect("shutdown");
-        assert_eq!(report.lost(), 1, "{report}");
+        assert_eq!(report.lost(), 1, "fifo={fifo}: {report}");
         assert_eq!(report.extra(), 0);
         assert!(!report.is_balanced());
         assert!(report.to_string().contains("1 of 3"), "{report}");
-    });
+    }
 }
 
 /// The `R,W` of a pipe pool's `MAKEFLAGS`.
@@ -279,4 +362,68 @@ fn configured_command_keeps_the_pipe_after_server_drop<D: Driver>() {
     assert!(has_fd(&out, read, &id), "R closed with the server:\n{out}");
     assert!(has_fd(&out, write, &id), "W closed with the server:\n{out}");
     assert_eq!(out.lines().last(), Some("++"), "tokens:\n{out}");
+}
+
+/// A command configured for a fifo pool, then the server dropped before the command spawns:
+/// the fifo (and its tokens) live as long as the command, and are gone after it.
+fn configured_command_keeps_the_fifo_after_server_drop<D: Driver>() {
+    let server = Server::<D>::new_fifo(3).expect("fifo server");
+    let path = server.fifo_path().expect("path").to_owned();
+    let mut cmd = Command::new(WORKER);
+    // The worker's second unit is a token read from the fifo.
+    cmd.args(["--driver", D::NAME, "--units", "2", "--hold-ms", "10"]);
+    jobserver_tests::timeline::clean_env(&mut cmd);
+    server.configure(&mut cmd);
+    drop(server);
+    assert!(
+        path.exists(),
+        "{} removed under a configured command",
+        path.display()
+    );
+    let out = cmd.output().expect("running the worker");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("mode=Fifo"), "{stdout}");
+    assert!(path.exists(), "the command still exists");
+    drop(cmd);
+    assert!(!path.exists(), "{} left behind", path.display());
+}
+
+/// The same with GNU make 4.4.1 running two jobs at once from the fifo.
+fn configured_make_keeps_the_fifo_after_server_drop<D: Driver>() {
+    use jobserver_tests::timeline::{run, write_makefile, Plus, TempDir, Timeline, Worker};
+    let dir = TempDir::new(&format!("fifo-outlives-server-{}", D::NAME));
+    let log = dir.join("units.log");
+    let worker = Worker::new(WORKER)
+        .driver("tokio")
+        .units(1)
+        .hold_ms(100)
+        .log(&log);
+    write_makefile(dir.path(), 4, Plus::Yes, &worker);
+    let server = Server::<D>::new_fifo(2).expect("fifo server");
+    let path = server.fifo_path().expect("path").to_owned();
+    let mut cmd = Command::new(jobserver_tests::peers::make44());
+    jobserver_tests::timeline::clean_env(&mut cmd);
+    cmd.arg("-f").arg("Makefile");
+    server.configure(&mut cmd);
+    drop(server);
+    let child = run(&mut cmd, dir.path());
+    child.assert_success("make 4.4.1 on a fifo pool whose server was dropped");
+    child.assert_no_internal();
+    assert_eq!(
+        child.lines_starting_with("connected ").len(),
+        4,
+        "{}",
+        child.output
+    );
+    let timeline = Timeline::read(&log);
+    timeline.assert_balanced();
+    assert_eq!(
+        timeline.max_concurrency(),
+        2,
+        "the pool of 2 was used fully"
+    );
+    assert!(path.exists());
+    drop(cmd);
+    assert!(!path.exists(), "{} left behind", path.display());
 }

@@ -128,6 +128,7 @@ fn child_stays_within_pool<D: Driver>(pool: Pool, peer: Peer) {
     let fifo = server.fifo_path().map(Path::to_path_buf);
     let report = server.shutdown().expect("shutting the pool down");
     assert!(report.is_balanced(), "{report} ({report:?})");
+    drop(server);
     if let Some(fifo) = fifo {
         assert!(!fifo.exists(), "{} was left behind", fifo.display());
     }

@@ -184,7 +184,7 @@ fn later_resize_and_shutdown_absorb_the_debt<D: Driver>() {
         D::block_on(async {
             let server = server::<D>(fifo, 5);
             let client = server.client().expect("client");
-            // The implicit slot and one byte in one token (to forget later), and 3 bytes.
+            // The implicit slot and one byte in one token, and 3 bytes.
             let pair = within("2 tokens", client.acquire_many(2))
                 .await
                 .expect("tokens");
@@ -209,9 +209,21 @@ fn later_resize_and_shutdown_absorb_the_debt<D: Driver>() {
             assert_eq!(state(&server), (2, 0, 1), "fifo={fifo}");
 
             drop(singles.pop());
-            // The pair is forgotten: its byte is never written back.
-            std::mem::forget(pair);
+            drop(pair);
             drop(client);
+            assert_eq!(state(&server), (2, 2, 1), "fifo={fifo}");
+            // Another process takes a token and never gives it back.
+            let path = match server.fifo_path() {
+                Some(path) => path.to_owned(),
+                None => format!("/proc/self/fd/{}", pipe_fds(server.makeflags()).0).into(),
+            };
+            let mut other = std::fs::OpenOptions::new()
+                .read(true)
+                .write(fifo)
+                .open(&path)
+                .expect("opening the pool");
+            let mut byte = [0u8; 1];
+            std::io::Read::read_exact(&mut other, &mut byte).expect("taking a token");
             assert_eq!(state(&server), (2, 1, 1), "fifo={fifo}");
             // In circulation: 1 (N - 1) + 1 still owed = 2; 1 comes back, 1 is lost.
             let report = server.shutdown().expect("shutdown");
