@@ -31,13 +31,9 @@ const MAKE_VARS: [&str; 5] = [
     "MAKELEVEL",
 ];
 
-/// The workspace root.
-pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
+// The peers are found by the conformance suite's own lookup (a missing one fails the bench).
+#[allow(unused_imports)] // each test file uses some of them
+pub(crate) use jobserver_tests::peers::{make43, make44, ninja, workspace_root};
 
 /// An empty scratch directory `target/bench-work/<bench>/<name>` (emptied if it exists).
 pub(crate) fn work_dir(bench: &str, name: &str) -> PathBuf {
@@ -124,47 +120,6 @@ fn build_jobrun() -> PathBuf {
                 String::from_utf8_lossy(&out.stderr)
             )
         })
-}
-
-fn peer(env_var: &str, default: PathBuf, expect: &str) -> PathBuf {
-    let path = std::env::var_os(env_var)
-        .map(PathBuf::from)
-        .unwrap_or(default);
-    match Command::new(&path).arg("--version").output() {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).contains(expect) => path,
-        Ok(out) => panic!(
-            "{} is not {expect} (it printed {:?}); set {env_var} or run \
-             `bash scripts/install-peers.sh`",
-            path.display(),
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-        ),
-        Err(e) => panic!(
-            "{expect} not found at {} ({e}); run `bash scripts/install-peers.sh` or set {env_var}",
-            path.display()
-        ),
-    }
-}
-
-/// ninja 1.13.2 from `.peers/` (override with `NINJA`).
-pub(crate) fn ninja() -> PathBuf {
-    peer("NINJA", workspace_root().join(".peers/bin/ninja"), "1.13.2")
-}
-
-/// GNU make 4.4.1 from `.peers/` (override with `MAKE44`).
-pub(crate) fn make44() -> PathBuf {
-    peer(
-        "MAKE44",
-        workspace_root().join(".peers/bin/make-4.4.1"),
-        "GNU Make 4.4.1",
-    )
-}
-
-/// GNU make 4.3, the system `make` (override with `MAKE43`).
-pub(crate) fn make43() -> PathBuf {
-    peer("MAKE43", PathBuf::from("make"), "GNU Make 4.3")
 }
 
 /// What a finished run measured.

@@ -651,47 +651,7 @@ pub(crate) fn write_makefile(dir: &TempDir, rules: &[(&str, &[String])]) -> Path
     dir.write("Makefile", &text)
 }
 
-/// The workspace root.
-pub(crate) fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn find_peer(env_var: &str, default: PathBuf, expect: &str) -> PathBuf {
-    let path = std::env::var_os(env_var)
-        .map(PathBuf::from)
-        .unwrap_or(default);
-    match Command::new(&path).arg("--version").output() {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).contains(expect) => path,
-        Ok(out) => panic!(
-            "{} is not {expect} (it printed {:?}); set {env_var} or run `bash scripts/install-peers.sh`",
-            path.display(),
-            String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("")
-        ),
-        Err(err) => panic!(
-            "peer {expect} not found at {} ({err}); run `bash scripts/install-peers.sh` or set {env_var}",
-            path.display()
-        ),
-    }
-}
-
-/// GNU make 4.3: the system `make` (override with `MAKE43`). Fails the test when missing.
-pub(crate) fn make43() -> PathBuf {
-    find_peer("MAKE43", PathBuf::from("make"), "GNU Make 4.3")
-}
-
-/// ninja 1.13.2 from `.peers/` (override with `NINJA`). Fails the test when missing.
-pub(crate) fn ninja() -> PathBuf {
-    find_peer("NINJA", workspace_root().join(".peers/bin/ninja"), "1.13.2")
-}
-
-/// GNU make 4.4.1 from `.peers/` (override with `MAKE44`). Fails the test when missing.
-pub(crate) fn make44() -> PathBuf {
-    find_peer(
-        "MAKE44",
-        workspace_root().join(".peers/bin/make-4.4.1"),
-        "GNU Make 4.4.1",
-    )
-}
+// The peers (make 4.3, make 4.4.1, ninja) are found by the conformance suite's own lookup,
+// which fails the test when one is missing.
+#[allow(unused_imports)] // each test file uses some of them
+pub(crate) use jobserver_tests::peers::{make43, make44, ninja, workspace_root};
