@@ -205,6 +205,9 @@ pub(crate) struct Shared<R: Reactor> {
     /// Woken by the reactor when the jobserver becomes readable. Holds only a weak reference,
     /// so a registration left in the reactor does not keep the client alive.
     read_waker: Waker,
+    /// What waiting requests time themselves from (as nanoseconds in a `u64`, which keeps
+    /// the `Acquire` future small).
+    epoch: Instant,
 }
 
 struct ReadReady<R: Reactor> {
@@ -263,6 +266,7 @@ impl<R: Reactor> Shared<R> {
             read_waker: Waker::from(Arc::new(ReadReady {
                 shared: weak.clone(),
             })),
+            epoch: Instant::now(),
         })
     }
 
@@ -388,7 +392,7 @@ impl<R: Reactor> Shared<R> {
             shared: Some(self.clone()),
             units,
             id: None,
-            pending_since: None,
+            pending_since: 0,
         }
     }
 
@@ -468,7 +472,8 @@ pub struct Acquire<R: Reactor> {
     units: usize,
     id: Option<WaiterId>,
     /// Set when the request first had to wait (no clock is read on the fast path).
-    pending_since: Option<Instant>,
+    /// Nanoseconds after the client's epoch, plus one; 0 until it is pending.
+    pending_since: u64,
 }
 
 impl<R: Reactor> std::fmt::Debug for Acquire<R> {
@@ -508,12 +513,18 @@ impl<R: Reactor> Future for Acquire<R> {
         match &result {
             None => {
                 state.set_waker(id, cx.waker());
-                this.pending_since.get_or_insert_with(Instant::now);
+                if this.pending_since == 0 {
+                    let since = shared.epoch.elapsed().as_nanos();
+                    this.pending_since = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
+                }
             }
             Some(done) => {
                 state.clear_waker(id);
                 this.id = None;
-                let waited = this.pending_since.map(|t| t.elapsed());
+                let waited = (this.pending_since != 0).then(|| {
+                    let since = Duration::from_nanos(this.pending_since - 1);
+                    shared.epoch.elapsed().saturating_sub(since)
+                });
                 let m = &mut state.metrics;
                 match done {
                     Ok(_) => {
