@@ -541,6 +541,7 @@ fn summary(report: &Report) {
         );
     }
     let pool = match (a.pool_lost, a.pool_extra) {
+        _ if a.pool_unchecked => ", pool: could not be counted".to_owned(),
         (Some(0), Some(0)) => ", pool whole".to_owned(),
         (Some(l), Some(x)) => format!(", pool: {l} lost, {x} extra"),
         _ => String::new(),

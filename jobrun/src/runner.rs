@@ -346,6 +346,9 @@ pub struct Audit {
     pub pool_lost: Option<usize>,
     /// For an own pool: tokens found beyond what the pool should hold (should be 0).
     pub pool_extra: Option<usize>,
+    /// For an own pool: the pool could not be counted at the end (its shutdown refused,
+    /// e.g. because a token is still held somewhere). Never clean.
+    pub pool_unchecked: bool,
 }
 
 impl Audit {
@@ -358,6 +361,7 @@ impl Audit {
             && self.bytes_unwritten == 0
             && self.pool_lost.unwrap_or(0) == 0
             && self.pool_extra.unwrap_or(0) == 0
+            && !self.pool_unchecked
     }
 }
 
@@ -799,19 +803,20 @@ impl Runner {
         let (stopped, t0) = (run.stopped, run.t0);
         let wall = t0.elapsed();
         let stats = self.client.stats();
-        let (pool_lost, pool_extra) = match std::mem::replace(&mut self.pool, Pool::Joined) {
-            Pool::Own(server) => {
-                drop(std::mem::replace(
-                    &mut self.client,
-                    Client::implicit_only(None),
-                ));
-                match server.shutdown() {
-                    Ok(r) => (Some(r.lost()), Some(r.extra())),
-                    Err(_) => (None, None),
+        let (pool_lost, pool_extra, pool_unchecked) =
+            match std::mem::replace(&mut self.pool, Pool::Joined) {
+                Pool::Own(server) => {
+                    drop(std::mem::replace(
+                        &mut self.client,
+                        Client::implicit_only(None),
+                    ));
+                    match server.shutdown() {
+                        Ok(r) => (Some(r.lost()), Some(r.extra()), false),
+                        Err(_) => (None, None, true),
+                    }
                 }
-            }
-            Pool::Joined => (None, None),
-        };
+                Pool::Joined => (None, None, false),
+            };
         let audit = Audit {
             ledger: run.sched.ledger(),
             bytes_read: stats.bytes_read,
@@ -820,6 +825,7 @@ impl Runner {
             bytes_unwritten: stats.bytes_unwritten,
             pool_lost,
             pool_extra,
+            pool_unchecked,
         };
         Ok(report(
             &run.sched,
@@ -860,6 +866,7 @@ impl Runner {
             bytes_unwritten: 0,
             pool_lost: None,
             pool_extra: None,
+            pool_unchecked: false,
         };
         let mut r = report(
             &sched,
@@ -1564,6 +1571,28 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_uncounted_own_pool_is_never_a_clean_audit() {
+        let clean = Audit {
+            ledger: Ledger::default(),
+            bytes_read: 2,
+            bytes_written: 2,
+            bytes_held: 0,
+            bytes_unwritten: 0,
+            pool_lost: Some(0),
+            pool_extra: Some(0),
+            pool_unchecked: false,
+        };
+        assert!(clean.is_clean());
+        let refused = Audit {
+            pool_lost: None,
+            pool_extra: None,
+            pool_unchecked: true,
+            ..clean
+        };
+        assert!(!refused.is_clean());
+    }
 
     #[test]
     fn termseq_parses_gnu_parallel_form() {
