@@ -446,7 +446,7 @@ impl<R: Reactor> Client<R> {
     /// [`ReleasePolicy::ReturnToPipe`], writes every released explicit token back to the
     /// jobserver at once, so processes waiting on it get their turn.
     pub fn set_release_policy(&self, policy: ReleasePolicy) {
-        self.shared.with(|state| state.machine.set_policy(policy));
+        self.shared.set_policy(policy);
     }
 
     /// Waits for one token.
@@ -606,12 +606,12 @@ impl<R: Reactor> Client<R> {
     /// # }
     /// ```
     pub fn metrics(&self) -> crate::Metrics {
-        self.shared.lock().metrics
+        self.shared.metrics()
     }
 
     /// Counters and gauges of the token machine.
     pub fn stats(&self) -> Stats {
-        self.shared.lock().machine.stats()
+        self.shared.stats()
     }
 
     /// Token bytes sitting in the jobserver pipe now, by `FIONREAD`: free tokens of the whole

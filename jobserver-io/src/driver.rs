@@ -1,29 +1,87 @@
-//! The runtime-agnostic driver: one [`Machine`] behind a mutex, the wakers of the tasks that
-//! wait on it, and the loop that carries out the machine's actions.
+//! The runtime-agnostic driver: one [`Machine`] behind a mutex, a lock-free fast path in
+//! front of it, the wakers of the tasks that wait, and the code that carries out the
+//! machine's actions.
 //!
 //! A runtime adapter supplies only a [`Reactor`]: a way to read the jobserver without blocking
 //! and to be woken when it becomes readable.
+//!
+//! # Concurrency design
+//!
+//! **The machine is the one source of truth, and no system call runs under its lock.** A
+//! thread locks the state, feeds the machine a command or event, and drains the actions
+//! (see `Shared::drive`). Wakers of granted requests are collected; reads and writes are
+//! collected too. The thread then releases the lock, writes the bytes and does the read, and
+//! locks again to feed the results. The machine allows that (see "Carrying out actions with
+//! other inputs in between" on [`Machine`]): at most one read is outstanding, so one party
+//! reads at a time, while other threads keep acquiring and releasing. Wakers run with the
+//! lock released, each inside `catch_unwind`.
+//!
+//! **The reactor's waker takes no lock and does no I/O.** It sets an atomic `readable` flag
+//! and wakes the *delegate*: the waker of the oldest waiting request, kept in an
+//! `AtomicWaker`. That task, when polled, takes the lock, sees the flag, and does the read
+//! for everyone, so a token wakes exactly one task and the reactor (tokio's I/O driver,
+//! async-io's reactor, the blocking client's helper thread) never waits for the driver. Every
+//! lock holder registers the current oldest waiter as the delegate and then looks at the flag
+//! again, so a readiness that arrived while the delegate changed (a request granted or
+//! dropped) is never lost.
+//!
+//! **The fast path skips the lock while no request waits.** One atomic word holds two flags
+//! and two counters: `PARKED` (the implicit slot is lent to the fast path), `SLOW` (some
+//! request waits, so everything goes through the machine, in FIFO order), the units held by
+//! fast tokens, and a count of fast grants. Fast units are fungible, exactly as the machine's
+//! are: the first is the implicit slot and needs no byte; each further one is backed by one
+//! byte in a stash (a multiset of byte values), whichever token it was read for. Then:
+//! - a one-token request while `PARKED` is set and `SLOW` clear takes the first unit with
+//!   one compare-and-swap, or reads one byte straight into the stash and counts one more unit;
+//! - a fast token given back counts one unit down with one compare-and-swap; unless it was the
+//!   last unit, it pops a byte from the stash and writes it back. So releasing the token that
+//!   "had" the implicit slot while another holds a byte sends a byte back at once, as the
+//!   machine would: the process never sits on a pool token its implicit slot could cover.
+//!   A byte given back while requests wait is written directly under
+//!   [`ReleasePolicy::ReturnToPipe`] (what the machine would do too); under `HandOff` it joins
+//!   the machine ([`Machine::adopt`]) for the oldest waiter, and so does a byte whose write
+//!   fails. The last unit given back while requests wait goes to the machine, for them.
+//!
+//! The invariant that keeps the machine's counts exact: while `PARKED` is set, the machine
+//! counts the implicit slot as one unit in use (a permit kept under the lock, `State::parked`)
+//! and knows nothing of the fast units; the fast path holds `max(units - 1, 0)` bytes in its
+//! stash (a byte is pushed before its unit is counted and popped after its unit is counted
+//! down, so a pop never comes up empty), and `fast_read = fast_written + adopted + stashed`.
+//! A thread that queues a request sets `SLOW` under the lock and, in the same atomic
+//! operation, takes the implicit slot back (clears `PARKED`) if no fast unit uses it; when
+//! the last request leaves, the lock holder parks the implicit slot again (if the machine has
+//! it free) and clears `SLOW`. So the implicit slot has exactly one owner at any time, the fast
+//! path never overtakes a waiting request, and [`Client::stats`](crate::Client::stats) adds
+//! the fast path's counters to the machine's to report exact totals.
 
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use jobserver_proto::{Action, Failure, Machine, Outcome, Permit, WaiterId, MAX_UNITS};
+use jobserver_proto::{
+    Action, Failure, Machine, Outcome, Permit, ReleasePolicy, Stats, WaiterId, MAX_UNITS,
+};
 
 use crate::error::{Error, ErrorKind};
 use crate::sys;
 
 /// How a runtime reads the jobserver: the one piece each adapter writes itself.
 ///
-/// The driver calls [`Reactor::poll_read`] from one place at a time (under its lock) and always
-/// with its own waker, never a task's: exactly one party waits for readability per process, and
-/// the driver then hands each token to exactly one task.
+/// The driver calls [`Reactor::poll_read`] from one place at a time (the token machine allows
+/// one read outstanding; the call is made with the driver's lock released) and always with its
+/// own waker, never a task's: exactly one party waits for readability per process, and the
+/// driver then hands each token to exactly one task. That waker takes no lock and does no I/O
+/// (it sets a flag and wakes one task), so it may be woken from inside the runtime's reactor.
+///
+/// [`Reactor::fd`] may be called at any time from any thread: unless
+/// [`Reactor::direct_io`] says otherwise, the driver's fast path reads and writes single token
+/// bytes on that descriptor itself, without the lock and concurrently with `poll_read`.
 pub trait Reactor: Send + Sync + Sized + 'static {
     /// Registers a private, non-blocking, close-on-exec description of the jobserver's read
     /// side with the runtime.
@@ -33,8 +91,18 @@ pub trait Reactor: Send + Sync + Sized + 'static {
     /// When the runtime is not available ([`ErrorKind::NoRuntime`]) or registration fails.
     fn register(fd: OwnedFd) -> Result<Self, Error>;
 
-    /// The registered descriptor.
+    /// The registered descriptor. It must stay the same open, private, non-blocking
+    /// description for the reactor's whole life, and this must be callable concurrently with
+    /// [`Reactor::poll_read`].
     fn fd(&self) -> BorrowedFd<'_>;
+
+    /// Whether the driver may read and write [`Reactor::fd`] itself, without going through
+    /// [`Reactor::poll_read`]: only when the description is private to this process and
+    /// non-blocking, so such a read can never block. True unless a reactor says otherwise
+    /// (one that must use a shared, blocking description exactly as it is).
+    fn direct_io(&self) -> bool {
+        true
+    }
 
     /// Reads at most `buf.len()` bytes without blocking. When nothing can be read, arranges for
     /// `cx`'s waker to be woken once the descriptor is readable and returns `Pending`.
@@ -81,6 +149,106 @@ impl<R: Reactor> Conn<R> {
     }
 }
 
+// ----- the fast path's word -----
+
+/// The implicit slot is parked with the fast path (the machine counts it as one unit in use).
+const PARKED: u64 = 1;
+/// Some request waits in the machine (or a byte waits to be written again): acquires queue
+/// behind it, and the implicit slot goes to it when the fast path's last unit comes back.
+const SLOW: u64 = 1 << 1;
+/// Units held by fast tokens (32 bits from bit 2; a pipe holds fewer than 2^31 bytes, so the
+/// field cannot overflow into the next).
+const UNITS_SHIFT: u32 = 2;
+const UNIT: u64 = 1 << UNITS_SHIFT;
+const UNITS_MASK: u64 = ((1 << 32) - 1) << UNITS_SHIFT;
+/// Requests granted by the fast path and not yet folded into [`Metrics::granted`] (the top 30
+/// bits; folded under the lock before they could wrap).
+const GRANTS_SHIFT: u32 = 34;
+const GRANT: u64 = 1 << GRANTS_SHIFT;
+const GRANTS_MASK: u64 = !((1 << GRANTS_SHIFT) - 1);
+
+fn units_of(word: u64) -> usize {
+    usize::try_from((word & UNITS_MASK) >> UNITS_SHIFT).unwrap_or(usize::MAX)
+}
+
+/// The fast path's token bytes: a multiset, one counter per byte value. Units are fungible,
+/// as in the machine: the first fast unit is the implicit slot, each further one is backed by
+/// one byte in here, whichever token it was read for.
+struct Stash {
+    counts: [AtomicU32; 256],
+    /// The value pushed last: where a pop looks first (pools hold one value, usually `+`).
+    hint: AtomicU8,
+}
+
+impl Stash {
+    fn new() -> Box<Self> {
+        Box::new(Stash {
+            counts: std::array::from_fn(|_| AtomicU32::new(0)),
+            hint: AtomicU8::new(b'+'),
+        })
+    }
+
+    fn push(&self, byte: u8) {
+        self.counts[usize::from(byte)].fetch_add(1, Ordering::AcqRel);
+        self.hint.store(byte, Ordering::Relaxed);
+    }
+
+    fn take(&self, byte: u8) -> bool {
+        self.counts[usize::from(byte)]
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1))
+            .is_ok()
+    }
+
+    fn pop(&self) -> Option<u8> {
+        let hint = self.hint.load(Ordering::Relaxed);
+        if self.take(hint) {
+            return Some(hint);
+        }
+        (0..=u8::MAX).find(|&b| self.take(b))
+    }
+}
+
+impl std::fmt::Debug for Stash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held: u64 = self
+            .counts
+            .iter()
+            .map(|c| u64::from(c.load(Ordering::Relaxed)))
+            .sum();
+        f.debug_struct("Stash").field("bytes", &held).finish()
+    }
+}
+
+/// What a token holds.
+#[derive(Debug)]
+enum Hold {
+    /// Nothing (a token split down to zero units, or already given back).
+    Empty,
+    /// One unit of the fast path (see [`Stash`]).
+    Fast,
+    /// Units granted by the machine.
+    Permit(Permit),
+}
+
+impl Hold {
+    fn units(&self) -> usize {
+        match self {
+            Hold::Empty => 0,
+            Hold::Fast => 1,
+            Hold::Permit(p) => p.units(),
+        }
+    }
+}
+
+/// What the fast path found.
+enum Fast {
+    Got,
+    /// No request waits, the implicit slot is in use and the jobserver is empty.
+    Empty,
+    /// Go through the machine.
+    Slow,
+}
+
 /// Everything the driver keeps under its lock.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -92,7 +260,11 @@ pub(crate) struct State {
     /// The most recent failed write of a token, not yet taken by the application.
     write_error: Option<io::Error>,
     /// Wait times and peaks, measured here (the machine has no clock).
-    pub(crate) metrics: Metrics,
+    metrics: Metrics,
+    /// The implicit slot while the fast path owns it (free or lent to a token).
+    parked: Option<Permit>,
+    /// Bytes the fast path read and then handed to the machine.
+    adopted: u64,
 }
 
 /// How long requests waited for tokens, and the peaks of one client (and its clones).
@@ -198,32 +370,117 @@ pub fn lost_tokens() -> u64 {
     LOST_TOKENS.load(Ordering::Relaxed)
 }
 
-/// The shared half of a client: the machine, the connection and the driver's own waker.
-pub(crate) struct Shared<R: Reactor> {
-    state: Mutex<State>,
-    conn: Option<Conn<R>>,
-    /// Woken by the reactor when the jobserver becomes readable. Holds only a weak reference,
-    /// so a registration left in the reactor does not keep the client alive.
-    read_waker: Waker,
-    /// What waiting requests time themselves from (as nanoseconds in a `u64`, which keeps
-    /// the `Acquire` future small).
-    epoch: Instant,
+/// What the reactor's waker reaches: a flag and the task to wake. It never blocks and does
+/// no I/O (see [`Signal::wake_by_ref`]).
+#[derive(Debug, Default)]
+struct Signal {
+    /// The jobserver became readable and no lock holder has acted on it yet.
+    readable: AtomicBool,
+    /// The request woken for a readiness whose task has not polled it since
+    /// (`WaiterId::to_bits() + 1`; 0 for none). The readiness is its to act on: other lock
+    /// holders leave it, and a grant need not wake it again, which keeps one wake per token.
+    woken: AtomicU64,
+    /// The request to wake at the next readiness (the oldest waiting one), with its waker.
+    next: Mutex<Option<(WaiterId, Waker)>>,
 }
 
-struct ReadReady<R: Reactor> {
-    shared: Weak<Shared<R>>,
+fn woken_bits(id: WaiterId) -> u64 {
+    id.to_bits().wrapping_add(1)
 }
 
-impl<R: Reactor> Wake for ReadReady<R> {
+impl Signal {
+    fn next(&self) -> MutexGuard<'_, Option<(WaiterId, Waker)>> {
+        self.next.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `id`'s task is polling it, or it is gone: it no longer stands for a readiness.
+    fn forget(&self, id: WaiterId) {
+        let bits = woken_bits(id);
+        let _ = self
+            .woken
+            .compare_exchange(bits, 0, Ordering::SeqCst, Ordering::SeqCst);
+        let mut next = self.next();
+        if next.as_ref().is_some_and(|(n, _)| *n == id) {
+            *next = None;
+        }
+    }
+
+    /// A readiness that this lock holder should act on: flagged, and no woken request is
+    /// about to act on it.
+    fn ready_for_anyone(&self) -> bool {
+        self.readable.load(Ordering::SeqCst) && self.woken.load(Ordering::SeqCst) == 0
+    }
+
+    fn is_woken(&self, id: WaiterId) -> bool {
+        self.woken.load(Ordering::SeqCst) == woken_bits(id)
+    }
+}
+
+impl Wake for Signal {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
+    /// Sets the flag, then wakes the delegate if the delegate's lock is free at once. When it
+    /// is not, a lock holder is just registering a delegate, and it looks at the flag right
+    /// after (see `Shared::arm_delegate`): the readiness is acted on either way, and this
+    /// waker, which may run inside a runtime's reactor, never waits.
     fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.on_readable();
+        self.readable.store(true, Ordering::SeqCst);
+        let taken = match self.next.try_lock() {
+            Ok(mut next) => next.take(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some((id, waker)) = taken {
+            let bits = woken_bits(id);
+            self.woken.store(bits, Ordering::SeqCst);
+            if catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+                // That task's executor is broken: leave the readiness to the next lock holder.
+                let _ = self
+                    .woken
+                    .compare_exchange(bits, 0, Ordering::SeqCst, Ordering::SeqCst);
+            }
         }
     }
+}
+
+/// Results of the I/O carried out with the lock released.
+#[derive(Default)]
+struct Done {
+    failed_writes: Vec<(u8, io::Error)>,
+    read: Option<(Poll<io::Result<Filled>>, [u8; READ_BUF])>,
+}
+
+/// The most bytes one read takes.
+const READ_BUF: usize = 128;
+
+/// The shared half of a client: the fast path, the machine, the connection.
+pub(crate) struct Shared<R: Reactor> {
+    /// The fast path's word: `PARKED`, `SLOW`, fast units held, fast grants.
+    fast: AtomicU64,
+    /// The bytes behind the fast units beyond the first.
+    stash: Box<Stash>,
+    /// Bytes the fast path read, and wrote back itself.
+    fast_read: AtomicU64,
+    fast_written: AtomicU64,
+    /// Units held by tokens of the machine's permits.
+    permit_units: AtomicUsize,
+    /// The most units held at once.
+    peak: AtomicUsize,
+    /// The release policy is [`ReleasePolicy::HandOff`] (mirrors the machine's, for the fast
+    /// path).
+    handoff: AtomicBool,
+    /// The fast path may read and write the descriptor itself.
+    direct: bool,
+    signal: Arc<Signal>,
+    /// Woken by the reactor when the jobserver becomes readable: the [`Signal`].
+    read_waker: Waker,
+    state: Mutex<State>,
+    conn: Option<Conn<R>>,
+    /// What waiting requests time themselves from (as nanoseconds in a `u64`, which keeps
+    /// the `Acquire` future small).
+    epoch: Instant,
 }
 
 impl<R: Reactor> Drop for Shared<R> {
@@ -234,7 +491,7 @@ impl<R: Reactor> Drop for Shared<R> {
         let mut state = self.lock();
         if state.machine.stats().bytes_unwritten > 0 {
             state.machine.retry_writes();
-            self.pump(&mut state, &mut wake);
+            let (mut state, _) = self.drive(state, &mut wake);
             let lost = state.machine.abandon_unwritten();
             if lost > 0 {
                 let lost = u64::try_from(lost).unwrap_or(u64::MAX);
@@ -247,6 +504,7 @@ impl<R: Reactor> Drop for Shared<R> {
 impl<R: Reactor> std::fmt::Debug for Shared<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
+            .field("fast", &self.fast.load(Ordering::Relaxed))
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
@@ -254,20 +512,37 @@ impl<R: Reactor> std::fmt::Debug for Shared<R> {
 
 impl<R: Reactor> Shared<R> {
     pub(crate) fn new(machine: Machine, conn: Option<Conn<R>>) -> Arc<Self> {
-        Arc::new_cyclic(|weak| Shared {
+        let signal = Arc::new(Signal::default());
+        let handoff = machine.policy() == ReleasePolicy::HandOff;
+        let direct = conn.as_ref().is_some_and(|c| c.reader.direct_io());
+        let shared = Arc::new(Shared {
+            fast: AtomicU64::new(0),
+            stash: Stash::new(),
+            fast_read: AtomicU64::new(0),
+            fast_written: AtomicU64::new(0),
+            permit_units: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            handoff: AtomicBool::new(handoff),
+            direct,
+            read_waker: Waker::from(signal.clone()),
+            signal,
             state: Mutex::new(State {
                 machine,
                 wakers: Vec::new(),
                 read_error: None,
                 write_error: None,
                 metrics: Metrics::default(),
+                parked: None,
+                adopted: 0,
             }),
             conn,
-            read_waker: Waker::from(Arc::new(ReadReady {
-                shared: weak.clone(),
-            })),
             epoch: Instant::now(),
-        })
+        });
+        // Park the implicit slot with the fast path.
+        let mut wake = WakeList::new();
+        let state = shared.lock();
+        drop(shared.drive(state, &mut wake));
+        shared
     }
 
     /// Locks the state. A panic while the lock was held cannot leave the machine half-updated
@@ -278,75 +553,353 @@ impl<R: Reactor> Shared<R> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `f` under the lock, drains the machine, then wakes whoever was granted. Returns
-    /// `f`'s result and the first error of a token written back during the drain.
+    /// Runs `f` under the lock, drives the machine, then wakes whoever was granted. Returns
+    /// `f`'s result and the first error of a token written back meanwhile.
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> (T, Option<io::Error>) {
         let mut wake = WakeList::new();
         let mut state = self.lock();
         let out = f(&mut state);
-        let write_error = self.pump(&mut state, &mut wake);
+        let (state, write_error) = self.drive(state, &mut wake);
         drop(state);
         wake_all(wake);
         (out, write_error)
     }
 
-    fn on_readable(&self) {
-        self.with(|state| state.machine.handle_readable());
+    /// Sets the release policy, for the machine and the fast path.
+    pub(crate) fn set_policy(&self, policy: ReleasePolicy) {
+        self.with(|state| {
+            state.machine.set_policy(policy);
+            self.handoff
+                .store(policy == ReleasePolicy::HandOff, Ordering::Relaxed);
+        });
     }
 
-    /// Carries out every action of the machine (the single-mutation rule).
-    fn pump(&self, state: &mut State, wake: &mut WakeList) -> Option<io::Error> {
-        let mut first_write_error = None;
-        let mut buf = [0u8; 128];
-        while let Some(action) = state.machine.poll_action() {
-            match action {
-                Action::Read { max } => {
-                    let Some(conn) = &self.conn else {
-                        // A machine without a pipe never asks; answer as if the pipe were shut.
-                        state.machine.handle_eof();
-                        continue;
-                    };
-                    let len = max.min(buf.len());
-                    let mut cx = Context::from_waker(&self.read_waker);
-                    match conn.reader.poll_read(&mut cx, &mut buf[..len]) {
-                        Poll::Ready(Ok(Filled { len: 0, .. })) => state.machine.handle_eof(),
-                        Poll::Ready(Ok(Filled { len, armed: true })) => {
-                            state.machine.handle_read_drained(&buf[..len]);
-                        }
-                        Poll::Ready(Ok(Filled { len, armed: false })) => {
-                            state.machine.handle_read(&buf[..len]);
-                        }
-                        Poll::Ready(Err(err)) => {
-                            state.read_error = Some(err.to_string());
-                            state.machine.handle_read_error(err.kind());
-                        }
-                        Poll::Pending => state.machine.handle_would_block(),
-                    }
+    // ----- the fast path -----
+
+    /// Records a new count of fast units, for [`Metrics::peak_units`].
+    fn note_units(&self, fast_units: usize) {
+        let held = fast_units.saturating_add(self.permit_units.load(Ordering::Relaxed));
+        if held > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(held, Ordering::Relaxed);
+        }
+    }
+
+    /// One unit without the lock, while no request waits and the implicit slot is parked
+    /// here: the first unit needs no byte; a further one reads one byte directly into the
+    /// stash.
+    fn fast_acquire(&self) -> Fast {
+        let mut word = self.fast.load(Ordering::Relaxed);
+        loop {
+            if word & (PARKED | SLOW) != PARKED || word & GRANTS_MASK == GRANTS_MASK {
+                return Fast::Slow;
+            }
+            if units_of(word) != 0 {
+                break;
+            }
+            match self.fast.compare_exchange_weak(
+                word,
+                word + UNIT + GRANT,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.note_units(1);
+                    return Fast::Got;
                 }
-                Action::Write(byte) => {
-                    let result = match &self.conn {
-                        Some(conn) => sys::write_byte(conn.write_fd(), byte),
-                        None => Err(io::Error::other("no jobserver to write to")),
-                    };
-                    if let Err(err) = result {
-                        state.machine.handle_write_error(byte);
-                        let copy = io::Error::new(err.kind(), err.to_string());
-                        state.write_error = Some(copy);
-                        first_write_error.get_or_insert(err);
-                    }
-                }
-                Action::Grant(id) | Action::Fail(id, _) => {
-                    if let Some(waker) = state.wakers.get_mut(id.index()).and_then(Option::take) {
-                        wake.push(waker);
-                    }
+                Err(now) => word = now,
+            }
+        }
+        if !self.direct {
+            return Fast::Slow;
+        }
+        let Some(conn) = &self.conn else {
+            return Fast::Slow;
+        };
+        let mut byte = [0u8; 1];
+        match sys::read(conn.reader.fd(), &mut byte) {
+            Ok(1) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Fast::Empty,
+            // End-of-file or an error: the machine reports it.
+            _ => return Fast::Slow,
+        }
+        self.fast_read.fetch_add(1, Ordering::Relaxed);
+        // The byte backs a unit before the unit is counted, so a release that pops (after
+        // counting its unit down) always finds one.
+        self.stash.push(byte[0]);
+        let before = self.fast.fetch_add(UNIT + GRANT, Ordering::AcqRel);
+        if before & PARKED == 0 {
+            // The implicit slot went back to the machine meanwhile (only possible once every
+            // fast unit was given back): this request goes through the machine, and the byte
+            // goes back.
+            self.fast.fetch_sub(UNIT + GRANT, Ordering::AcqRel);
+            let _ = self.give_back_stashed();
+            return Fast::Slow;
+        }
+        let units = units_of(before) + 1;
+        self.note_units(units);
+        if units == 1 {
+            // Everyone gave their units back meanwhile: this one is the implicit slot, and
+            // the byte is surplus.
+            self.give_back_stashed();
+        }
+        Fast::Got
+    }
+
+    /// Takes one byte out of the stash and writes it back (or, when the write fails or a
+    /// waiting request should get it under `HandOff`, gives it to the machine).
+    fn give_back_stashed(&self) -> Option<io::Error> {
+        let byte = self.stash.pop()?;
+        let hand_off =
+            self.fast.load(Ordering::Relaxed) & SLOW != 0 && self.handoff.load(Ordering::Relaxed);
+        if !hand_off {
+            if let Some(conn) = &self.conn {
+                if sys::write_byte(conn.write_fd(), byte).is_ok() {
+                    self.fast_written.fetch_add(1, Ordering::Relaxed);
+                    return None;
                 }
             }
         }
-        let stats = state.machine.stats();
-        let m = &mut state.metrics;
-        m.peak_units = m.peak_units.max(stats.running);
-        m.peak_waiting = m.peak_waiting.max(stats.waiting);
-        first_write_error
+        // The machine takes the byte: it hands it to the oldest waiter, or writes it and
+        // keeps it (and the error) if the write fails again.
+        self.with(|state| {
+            state.adopted += 1;
+            let permit = state.machine.adopt(byte);
+            state.machine.release(permit);
+        })
+        .1
+    }
+
+    /// Gives one fast unit back without the lock when possible: the last one frees the
+    /// implicit slot (unless a request waits for it); any other one sends a stashed byte back.
+    /// Returns `None` when the machine must take it (the lock is needed).
+    fn fast_release(&self) -> Option<Option<io::Error>> {
+        let mut word = self.fast.load(Ordering::Relaxed);
+        loop {
+            let units = units_of(word);
+            if units == 1 && word & SLOW != 0 {
+                return None;
+            }
+            match self.fast.compare_exchange_weak(
+                word,
+                word.saturating_sub(UNIT),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) if units >= 2 => return Some(self.give_back_stashed()),
+                Ok(_) => return Some(None),
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Marks the machine busy (`SLOW`) and takes the implicit slot back from the fast path if
+    /// no fast unit uses it, so that the machine can grant it; folds the fast grants into the
+    /// metrics. Called under the lock before a request joins the machine.
+    fn reclaim(&self, state: &mut State) {
+        let before = self
+            .fast
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| {
+                let idle = w & PARKED != 0 && units_of(w) == 0;
+                let w = (w | SLOW) & !GRANTS_MASK;
+                Some(if idle { w & !PARKED } else { w })
+            })
+            .unwrap_or_else(|w| w);
+        state.metrics.granted += before >> GRANTS_SHIFT;
+        if before & PARKED != 0 && units_of(before) == 0 {
+            if let Some(permit) = state.parked.take() {
+                state.machine.release(permit);
+            }
+        }
+    }
+
+    /// Keeps the fast path's flags in line with the machine, under the lock: `SLOW` while a
+    /// request waits (or a byte waits to be written again); otherwise the implicit slot parked
+    /// with the fast path (if the machine has it free) and `SLOW` cleared.
+    fn sync_fast(&self, state: &mut State) {
+        if state.machine.has_waiters() || state.machine.stats().bytes_unwritten > 0 {
+            if self.fast.load(Ordering::Relaxed) & SLOW == 0 {
+                self.fast.fetch_or(SLOW, Ordering::AcqRel);
+            }
+            return;
+        }
+        let mut park = 0;
+        if state.parked.is_none() && state.machine.units_in_use() == 0 {
+            let id = state.machine.acquire(1);
+            match state.machine.take_outcome(id) {
+                Outcome::Granted(permit) => {
+                    state.parked = Some(permit);
+                    park = PARKED;
+                }
+                _ => state.machine.cancel(id),
+            }
+        }
+        let word = self.fast.load(Ordering::Relaxed);
+        if word & SLOW != 0 || park != 0 {
+            let _ = self
+                .fast
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| {
+                    Some((w & !SLOW) | park)
+                });
+        }
+    }
+
+    /// Moves one fast unit into the machine's accounting, as a permit of one unit: the last
+    /// fast unit carries the implicit slot (un-parked), any other a stashed byte (adopted).
+    /// Under the lock.
+    fn import_fast(&self, state: &mut State) -> Option<Permit> {
+        let before = self
+            .fast
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| {
+                let w2 = w.saturating_sub(UNIT);
+                Some(if units_of(w) == 1 { w2 & !PARKED } else { w2 })
+            })
+            .unwrap_or_else(|w| w);
+        if units_of(before) == 1 {
+            state.parked.take()
+        } else {
+            let byte = self.stash.pop()?;
+            state.adopted += 1;
+            Some(state.machine.adopt(byte))
+        }
+    }
+
+    /// A hold as a machine permit (for merging), under the lock.
+    fn import(&self, state: &mut State, hold: Hold) -> Option<Permit> {
+        match hold {
+            Hold::Empty => None,
+            Hold::Permit(permit) => Some(permit),
+            Hold::Fast => {
+                let permit = self.import_fast(state)?;
+                self.permit_units.fetch_add(1, Ordering::Relaxed);
+                Some(permit)
+            }
+        }
+    }
+
+    // ----- the machine -----
+
+    /// Carries out every action of the machine until it has none, with the lock released
+    /// for the I/O; returns with the lock held again, and the first error of a token
+    /// written back. Wakers of granted and failed requests go to `wake`.
+    fn drive<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        wake: &mut WakeList,
+    ) -> (MutexGuard<'a, State>, Option<io::Error>) {
+        let mut first_write_error = None;
+        loop {
+            if self.signal.ready_for_anyone() && self.signal.readable.swap(false, Ordering::SeqCst)
+            {
+                state.machine.handle_readable();
+            }
+            self.sync_fast(&mut state);
+            let mut writes = Vec::new();
+            let mut read = None;
+            while let Some(action) = state.machine.poll_action() {
+                match action {
+                    Action::Read { max } => read = Some(max),
+                    Action::Write(byte) => writes.push(byte),
+                    Action::Grant(id) | Action::Fail(id, _) => {
+                        if let Some(waker) = state.wakers.get_mut(id.index()).and_then(Option::take)
+                        {
+                            // Woken for a readiness already, and not polled since: its task
+                            // polls anyway and collects the grant.
+                            if !self.signal.is_woken(id) {
+                                wake.push(waker);
+                            }
+                        }
+                    }
+                }
+            }
+            let waiting = state.machine.stats().waiting;
+            let m = &mut state.metrics;
+            m.peak_waiting = m.peak_waiting.max(waiting);
+            if writes.is_empty() && read.is_none() {
+                if self.arm_delegate(&state) {
+                    continue;
+                }
+                return (state, first_write_error);
+            }
+            // A read that finds nothing arms the reactor: the delegate must be the oldest
+            // waiter's waker before the reactor can fire.
+            if read.is_some() {
+                self.arm_delegate(&state);
+            }
+            drop(state);
+            let done = self.carry_out(&writes, read);
+            state = self.lock();
+            for (byte, err) in done.failed_writes {
+                state.machine.handle_write_error(byte);
+                state.write_error = Some(io::Error::new(err.kind(), err.to_string()));
+                first_write_error.get_or_insert(err);
+            }
+            if let Some((result, buf)) = done.read {
+                match result {
+                    Poll::Ready(Ok(Filled { len: 0, .. })) => state.machine.handle_eof(),
+                    Poll::Ready(Ok(Filled { len, armed: true })) => {
+                        state.machine.handle_read_drained(&buf[..len]);
+                    }
+                    Poll::Ready(Ok(Filled { len, armed: false })) => {
+                        state.machine.handle_read(&buf[..len]);
+                    }
+                    Poll::Ready(Err(err)) => {
+                        state.read_error = Some(err.to_string());
+                        state.machine.handle_read_error(err.kind());
+                    }
+                    Poll::Pending => state.machine.handle_would_block(),
+                }
+            }
+        }
+    }
+
+    /// Registers the oldest waiter's waker as the delegate, then says whether a readiness
+    /// came in that nobody has acted on (it may have woken the previous delegate, or none).
+    fn arm_delegate(&self, state: &State) -> bool {
+        if let Some(head) = state.machine.oldest_waiter() {
+            // A request already woken for a readiness needs no registration: it will poll.
+            if !self.signal.is_woken(head) {
+                let waker = state.wakers.get(head.index()).and_then(Option::as_ref);
+                let mut next = self.signal.next();
+                match (&mut *next, waker) {
+                    (Some((id, old)), Some(w)) if *id == head => {
+                        if !old.will_wake(w) {
+                            *old = w.clone();
+                        }
+                    }
+                    (next, waker) => *next = waker.map(|w| (head, w.clone())),
+                }
+            }
+        }
+        self.signal.ready_for_anyone()
+    }
+
+    /// The machine's writes and read, with the lock released.
+    fn carry_out(&self, writes: &[u8], read: Option<usize>) -> Done {
+        let mut done = Done::default();
+        let Some(conn) = &self.conn else {
+            for &byte in writes {
+                let err = io::Error::other("no jobserver to write to");
+                done.failed_writes.push((byte, err));
+            }
+            // A machine without a pipe never asks to read; answer as if the pipe were shut.
+            if read.is_some() {
+                done.read = Some((Poll::Ready(Ok(Filled::unarmed(0))), [0; READ_BUF]));
+            }
+            return done;
+        };
+        for &byte in writes {
+            if let Err(err) = sys::write_byte(conn.write_fd(), byte) {
+                done.failed_writes.push((byte, err));
+            }
+        }
+        if let Some(max) = read {
+            let mut buf = [0u8; READ_BUF];
+            let len = max.clamp(1, READ_BUF);
+            let mut cx = Context::from_waker(&self.read_waker);
+            let result = conn.reader.poll_read(&mut cx, &mut buf[..len]);
+            done.read = Some((result, buf));
+        }
+        done
     }
 
     fn failure_error(&self, failure: Failure, state: &State) -> Error {
@@ -387,6 +940,21 @@ impl<R: Reactor> Shared<R> {
         }
     }
 
+    /// A token of the machine's `permit`, counted as held.
+    fn token(self: Arc<Self>, permit: Permit) -> Token<R> {
+        let units = permit.units();
+        let before = self.permit_units.fetch_add(units, Ordering::Relaxed);
+        let fast = units_of(self.fast.load(Ordering::Relaxed));
+        let held = before.saturating_add(units).saturating_add(fast);
+        if held > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(held, Ordering::Relaxed);
+        }
+        Token {
+            shared: self,
+            hold: Hold::Permit(permit),
+        }
+    }
+
     pub(crate) fn acquire(self: &Arc<Self>, units: usize) -> Acquire<R> {
         Acquire {
             shared: Some(self.clone()),
@@ -403,15 +971,28 @@ impl<R: Reactor> Shared<R> {
         units: usize,
         partial: bool,
     ) -> Result<Option<Token<R>>, Error> {
+        if units == 1 {
+            match self.fast_acquire() {
+                Fast::Got => {
+                    return Ok(Some(Token {
+                        shared: self.clone(),
+                        hold: Hold::Fast,
+                    }))
+                }
+                Fast::Empty => return Ok(None),
+                Fast::Slow => {}
+            }
+        }
         // "Up to n" has no upper limit that matters: anything above the bound means "all".
         let units = if partial { units.min(MAX_UNITS) } else { units };
         let mut wake = WakeList::new();
         let mut state = self.lock();
+        self.reclaim(&mut state);
         let id = state.machine.acquire(units);
         // A non-blocking try must look at the pipe now, even while an earlier read waits for
         // readiness: tokens may have arrived that the reactor has not reported yet.
         state.machine.handle_readable();
-        self.pump(&mut state, &mut wake);
+        let (mut state, _) = self.drive(state, &mut wake);
         let result = if partial {
             let outcome = state.machine.take_partial(id);
             self.outcome(outcome, &state)
@@ -424,25 +1005,45 @@ impl<R: Reactor> Shared<R> {
                 other => self.outcome(other, &state),
             }
         };
-        self.pump(&mut state, &mut wake);
+        if matches!(result, Some(Ok(_))) {
+            state.metrics.granted += 1;
+        }
+        let (state, _) = self.drive(state, &mut wake);
         drop(state);
         wake_all(wake);
         match result {
             Some(Ok(permit)) if permit.units() == 0 => {
-                self.release(permit);
+                self.with(|state| state.machine.release(permit));
                 Ok(None)
             }
-            Some(Ok(permit)) => Ok(Some(Token {
-                shared: self.clone(),
-                permit: Some(permit),
-            })),
+            Some(Ok(permit)) => Ok(Some(self.clone().token(permit))),
             Some(Err(err)) => Err(err),
             None => Ok(None),
         }
     }
 
-    pub(crate) fn release(&self, permit: Permit) -> Option<io::Error> {
-        self.with(|state| state.machine.release(permit)).1
+    /// Gives a token's hold back; returns the error of a failed write.
+    fn release(&self, hold: Hold) -> Option<io::Error> {
+        match hold {
+            Hold::Empty => None,
+            Hold::Fast => match self.fast_release() {
+                Some(result) => result,
+                // The last fast unit while requests wait: the implicit slot goes to the oldest.
+                None => {
+                    self.with(|state| {
+                        if let Some(permit) = self.import_fast(state) {
+                            state.machine.release(permit);
+                        }
+                    })
+                    .1
+                }
+            },
+            Hold::Permit(permit) => {
+                self.permit_units
+                    .fetch_sub(permit.units(), Ordering::Relaxed);
+                self.with(|state| state.machine.release(permit)).1
+            }
+        }
     }
 
     pub(crate) fn reader_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -451,6 +1052,39 @@ impl<R: Reactor> Shared<R> {
 
     pub(crate) fn take_write_error(&self) -> Option<io::Error> {
         self.lock().write_error.take()
+    }
+
+    /// The machine's counters with the fast path's added: exact whenever no token is being
+    /// taken or given back on another thread at the same moment.
+    pub(crate) fn stats(&self) -> Stats {
+        let state = self.lock();
+        let mut stats = state.machine.stats();
+        let word = self.fast.load(Ordering::Acquire);
+        let read = self.fast_read.load(Ordering::Acquire);
+        let written = self.fast_written.load(Ordering::Acquire);
+        let stashed = read.saturating_sub(written).saturating_sub(state.adopted);
+        let stashed = usize::try_from(stashed).unwrap_or(usize::MAX);
+        stats.bytes_read = stats.bytes_read.saturating_add(read);
+        stats.bytes_written = stats.bytes_written.saturating_add(written);
+        stats.bytes_held = stats.bytes_held.saturating_add(stashed);
+        // The machine counts the parked implicit slot as one unit; the fast path's own count
+        // says how many are really in use.
+        let parked = usize::from(state.parked.is_some());
+        stats.running = stats
+            .running
+            .saturating_sub(parked)
+            .saturating_add(units_of(word));
+        stats
+    }
+
+    /// Wait times and peaks, with the fast path's grants folded in.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let mut state = self.lock();
+        let before = self.fast.fetch_and(!GRANTS_MASK, Ordering::AcqRel);
+        state.metrics.granted += before >> GRANTS_SHIFT;
+        let mut metrics = state.metrics;
+        metrics.peak_units = metrics.peak_units.max(self.peak.load(Ordering::Relaxed));
+        metrics
     }
 }
 
@@ -496,23 +1130,49 @@ impl<R: Reactor> Future for Acquire<R> {
                 "an Acquire future was polled after it completed",
             )));
         };
+        if this.id.is_none() && this.units == 1 {
+            if let Fast::Got = shared.fast_acquire() {
+                let shared = this.shared.take().ok_or_else(unknown_request)?;
+                return Poll::Ready(Ok(Token {
+                    shared,
+                    hold: Hold::Fast,
+                }));
+            }
+        }
         let mut wake = WakeList::new();
         let mut state = shared.lock();
         let id = match this.id {
-            Some(id) => id,
+            Some(id) => {
+                // This task is being polled: a grant made while it drives the machine below
+                // must not wake it a second time.
+                state.clear_waker(id);
+                shared.signal.forget(id);
+                id
+            }
             None => {
+                shared.reclaim(&mut state);
                 let id = state.machine.acquire(this.units);
                 this.id = Some(id);
-                // Try the jobserver before anyone waits for readiness.
-                shared.pump(&mut state, &mut wake);
                 id
             }
         };
-        let outcome = state.machine.take_outcome(id);
-        let result = shared.outcome(outcome, &state);
+        let result = loop {
+            let (driven, _) = shared.drive(state, &mut wake);
+            state = driven;
+            let outcome = state.machine.take_outcome(id);
+            let result = shared.outcome(outcome, &state);
+            if result.is_some() {
+                break result;
+            }
+            state.set_waker(id, cx.waker());
+            // Now that this request's waker is known, it may be the delegate; a readiness
+            // that came in meanwhile is acted on here.
+            if !shared.arm_delegate(&state) {
+                break None;
+            }
+        };
         match &result {
             None => {
-                state.set_waker(id, cx.waker());
                 if this.pending_since == 0 {
                     let since = shared.epoch.elapsed().as_nanos();
                     this.pending_since = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
@@ -559,10 +1219,7 @@ impl<R: Reactor> Future for Acquire<R> {
         let shared = this.shared.take();
         Poll::Ready(result.and_then(|permit| {
             shared
-                .map(|shared| Token {
-                    shared,
-                    permit: Some(permit),
-                })
+                .map(|shared| shared.token(permit))
                 .ok_or_else(unknown_request)
         }))
     }
@@ -573,6 +1230,7 @@ impl<R: Reactor> Drop for Acquire<R> {
         if let (Some(id), Some(shared)) = (self.id.take(), &self.shared) {
             shared.with(|state| {
                 state.clear_waker(id);
+                shared.signal.forget(id);
                 state.machine.cancel(id);
             });
         }
@@ -589,7 +1247,7 @@ impl<R: Reactor> Drop for Acquire<R> {
 #[must_use = "a token is released as soon as it is dropped"]
 pub struct Token<R: Reactor> {
     shared: Arc<Shared<R>>,
-    permit: Option<Permit>,
+    hold: Hold,
 }
 
 impl<R: Reactor> std::fmt::Debug for Token<R> {
@@ -604,7 +1262,7 @@ impl<R: Reactor> Token<R> {
     /// How many jobs this token allows (1 unless it came from `acquire_many` or
     /// `try_acquire_up_to`).
     pub fn units(&self) -> usize {
-        self.permit.as_ref().map_or(0, Permit::units)
+        self.hold.units()
     }
 
     /// Splits `units` off into a new token of the same client, or gives `None` if this token
@@ -625,10 +1283,24 @@ impl<R: Reactor> Token<R> {
     /// # }
     /// ```
     pub fn split(&mut self, units: usize) -> Option<Token<R>> {
-        let permit = self.permit.as_mut()?.split(units)?;
+        let have = self.units();
+        if units > have {
+            return None;
+        }
+        let hold = if units == have {
+            std::mem::replace(&mut self.hold, Hold::Empty)
+        } else if units == 0 {
+            Hold::Empty
+        } else {
+            match &mut self.hold {
+                Hold::Permit(permit) => Hold::Permit(permit.split(units)?),
+                // One-unit holds are handled above (all or nothing).
+                _ => return None,
+            }
+        };
         Some(Token {
             shared: self.shared.clone(),
-            permit: Some(permit),
+            hold,
         })
     }
 
@@ -642,11 +1314,29 @@ impl<R: Reactor> Token<R> {
         if !Arc::ptr_eq(&self.shared, &other.shared) {
             return Err(other);
         }
-        match (self.permit.as_mut(), other.permit.take()) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs),
-            (None, theirs) => self.permit = theirs,
-            (Some(_), None) => {}
+        let theirs = std::mem::replace(&mut other.hold, Hold::Empty);
+        if theirs.units() == 0 {
+            return Ok(());
         }
+        if self.hold.units() == 0 {
+            self.hold = theirs;
+            return Ok(());
+        }
+        let mine = std::mem::replace(&mut self.hold, Hold::Empty);
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        let merged = match (
+            shared.import(&mut state, mine),
+            shared.import(&mut state, theirs),
+        ) {
+            (Some(mut a), Some(b)) => {
+                a.merge(b);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        drop(state);
+        self.hold = merged.map_or(Hold::Empty, Hold::Permit);
         Ok(())
     }
 
@@ -658,28 +1348,25 @@ impl<R: Reactor> Token<R> {
     /// tries again at its next operation (and once more when it is dropped); the failure is
     /// counted in the client's statistics.
     pub fn release(mut self) -> Result<(), Error> {
-        match self.permit.take() {
-            Some(permit) => match self.shared.release(permit) {
-                None => Ok(()),
-                Some(err) => {
-                    // Taken here, so the client does not report it a second time.
-                    self.shared.take_write_error();
-                    Err(Error::io(
-                        "writing a token back to the jobserver failed",
-                        err,
-                    ))
-                }
-            },
+        let hold = std::mem::replace(&mut self.hold, Hold::Empty);
+        match self.shared.release(hold) {
             None => Ok(()),
+            Some(err) => {
+                // Taken here, so the client does not report it a second time.
+                self.shared.take_write_error();
+                Err(Error::io(
+                    "writing a token back to the jobserver failed",
+                    err,
+                ))
+            }
         }
     }
 }
 
 impl<R: Reactor> Drop for Token<R> {
     fn drop(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            // A failure is recorded by the driver (counted, and kept for the client).
-            let _ = self.shared.release(permit);
-        }
+        let hold = std::mem::replace(&mut self.hold, Hold::Empty);
+        // A failure is recorded by the driver (counted, and kept for the client).
+        let _ = self.shared.release(hold);
     }
 }

@@ -539,7 +539,7 @@ impl<R: Reactor> Server<R> {
             let Some(shared) = weak.upgrade() else {
                 continue;
             };
-            let stats = shared.lock().machine.stats();
+            let stats = shared.stats();
             held += stats.bytes_held;
             unwritten += stats.bytes_unwritten;
             waiting += stats.waiting;

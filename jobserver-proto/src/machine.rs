@@ -44,6 +44,12 @@ impl WaiterId {
     pub fn index(self) -> usize {
         self.slot as usize
     }
+
+    /// The id as one number, unique among the ids of one machine (slot and generation), for
+    /// an adapter that keeps an id in an atomic.
+    pub fn to_bits(self) -> u64 {
+        (u64::from(self.slot) << 32) | u64::from(self.generation)
+    }
 }
 
 /// Permission to run `units` jobs, handed out by [`Machine::take_outcome`].
@@ -189,6 +195,9 @@ pub struct Stats {
     /// Bytes given up by [`Machine::abandon_unwritten`]: their write back failed and the
     /// adapter stopped trying (a client going away). Each is a token lost to the pool.
     pub bytes_abandoned: u64,
+    /// Bytes the adapter read itself (outside any [`Action::Read`]) and handed to the machine
+    /// with [`Machine::adopt`].
+    pub bytes_adopted: u64,
     /// Explicit token bytes the process holds now (those backing units in use).
     pub bytes_held: usize,
     /// Bytes whose write back failed, kept to be tried again at the next input.
@@ -275,16 +284,32 @@ struct Entry {
 ///   implicit slot, every further unit is backed by one byte. So the implicit slot is never
 ///   written to the pipe, and a process never sits on a pool token that its implicit slot
 ///   could cover;
-/// - every byte written is a byte that was read, unchanged, and each byte read is written at
-///   most once: bytes read = bytes written + bytes held + bytes whose write failed (those are
-///   kept and tried again, never dropped unless the adapter gives up on them with
-///   [`Machine::abandon_unwritten`], which counts them);
+/// - every byte written is a byte that was read (or adopted), unchanged, and each is written
+///   at most once: bytes read + bytes adopted = bytes written + bytes held + bytes whose write
+///   failed (those are kept and tried again, never dropped unless the adapter gives up on
+///   them with [`Machine::abandon_unwritten`], which counts them);
 /// - no count overflows: a request above [`MAX_UNITS`] fails at once, every other count is
 ///   bounded by the bytes held or by the queued demand, and the arithmetic saturates rather
 ///   than panic or wrap;
 /// - requests are granted (or failed) strictly in the order they were made;
 /// - a read asks for at most the units that queued requests still lack;
 /// - a request is only ever woken by [`Action::Grant`] or [`Action::Fail`].
+///
+/// # Carrying out actions with other inputs in between
+///
+/// An adapter that shares the machine between threads may carry out an action after it has
+/// released its lock, so that no system call runs under it, and feed the result later. The
+/// machine is built for that:
+/// - at most one [`Action::Read`] is outstanding: until its result comes in, no command or
+///   event makes the machine ask for another, so one party reads at a time;
+/// - commands and other events that come in while a read is outstanding are handled as
+///   usual (tokens released meanwhile are granted or written back at once), and the read's
+///   result is then applied to the queue as it is by then;
+/// - an [`Action::Write`] counts as done when it is handed out; a failure reported later by
+///   [`Machine::handle_write_error`] puts the byte back, whatever happened in between.
+///
+/// The property tests interleave every command with outstanding reads and late write
+/// failures in this way.
 #[derive(Debug, Clone)]
 pub struct Machine {
     entries: Vec<Entry>,
@@ -304,6 +329,7 @@ pub struct Machine {
     bytes_written: u64,
     write_failures: u64,
     bytes_abandoned: u64,
+    bytes_adopted: u64,
     /// Bytes whose write failed; given back to `bytes` at the next settle.
     unwritten: Vec<u8>,
 }
@@ -347,6 +373,7 @@ impl Machine {
             bytes_written: 0,
             write_failures: 0,
             bytes_abandoned: 0,
+            bytes_adopted: 0,
             unwritten: Vec::new(),
         }
     }
@@ -376,6 +403,7 @@ impl Machine {
             bytes_written: self.bytes_written,
             write_failures: self.write_failures,
             bytes_abandoned: self.bytes_abandoned,
+            bytes_adopted: self.bytes_adopted,
             bytes_held: self.bytes.len(),
             bytes_unwritten: self.unwritten.len(),
             running: self.running,
@@ -402,6 +430,26 @@ impl Machine {
     /// [`Machine::implicit_only`].
     pub fn has_pipe(&self) -> bool {
         !matches!(self.pipe, Pipe::Absent)
+    }
+
+    /// The oldest waiting request: the one the next token goes to. An adapter that wakes one
+    /// task when the jobserver becomes readable wakes this one's.
+    pub fn oldest_waiter(&self) -> Option<WaiterId> {
+        (self.head != NIL).then(|| WaiterId {
+            slot: self.head,
+            generation: self.entries[self.head as usize].generation,
+        })
+    }
+
+    /// True while some request waits.
+    pub fn has_waiters(&self) -> bool {
+        self.head != NIL
+    }
+
+    /// Units in use: those of live permits plus those promised to waiting requests. The
+    /// implicit slot is free exactly when this is 0.
+    pub fn units_in_use(&self) -> usize {
+        self.running.saturating_add(self.reserved)
     }
 
     // ----- commands -----
@@ -489,6 +537,23 @@ impl Machine {
         self.free(slot);
         self.settle(false);
         Outcome::Granted(Permit { units: got })
+    }
+
+    /// Takes over a token byte that the adapter read from the jobserver itself, outside any
+    /// [`Action::Read`], and returns a permit of one unit backed by it.
+    ///
+    /// An adapter with a fast path (one that reads a byte without the machine while no
+    /// request waits) hands the byte over this way when the token must join the machine's
+    /// accounting: to be passed on to a waiting request, split or merged. The byte is then
+    /// the machine's as if it had read it: it is written back unchanged, exactly once, when
+    /// no unit needs it (at once, if the implicit slot is free and can stand in for it). It
+    /// is counted in [`Stats::bytes_adopted`], not in [`Stats::bytes_read`].
+    pub fn adopt(&mut self, byte: u8) -> Permit {
+        self.bytes_adopted = self.bytes_adopted.saturating_add(1);
+        self.bytes.push(byte);
+        self.running = self.running.saturating_add(1);
+        self.settle(false);
+        Permit { units: 1 }
     }
 
     /// Gives a permit's units back. Bytes beyond what the remaining units need go to the pipe

@@ -22,6 +22,8 @@ enum Op {
     /// Another process takes a token from the pipe.
     Steal,
     Readable,
+    /// The adapter reads a byte itself (a fast path) and hands it over with `adopt`.
+    Adopt,
     Eof,
     ReadError,
     WriteError,
@@ -41,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u8>().prop_map(Op::Inject),
         1 => Just(Op::Steal),
         2 => Just(Op::Readable),
+        2 => Just(Op::Adopt),
         1 => Just(Op::Eof),
         1 => Just(Op::ReadError),
         1 => Just(Op::WriteError),
@@ -60,6 +63,8 @@ struct Harness {
     /// The harness waits for readiness (the last read would block).
     armed: bool,
     read_log: Vec<u8>,
+    /// How many of `read_log`'s bytes were read by the adapter itself and adopted.
+    adopted: u64,
     write_log: Vec<u8>,
     /// The last write is failed on the next WriteError op.
     failed_writes: Vec<u8>,
@@ -78,6 +83,7 @@ impl Harness {
             read_outstanding: None,
             armed: false,
             read_log: Vec::new(),
+            adopted: 0,
             write_log: Vec::new(),
             failed_writes: Vec::new(),
             has_pipe,
@@ -146,10 +152,11 @@ impl Harness {
     fn check(&self) {
         let stats = self.machine.stats();
         // Bytes read = bytes written + bytes held.
-        assert_eq!(stats.bytes_read, self.read_log.len() as u64);
+        assert_eq!(stats.bytes_read + self.adopted, self.read_log.len() as u64);
+        assert_eq!(stats.bytes_adopted, self.adopted);
         assert_eq!(stats.bytes_written, self.write_log.len() as u64);
         assert_eq!(
-            stats.bytes_read,
+            stats.bytes_read + stats.bytes_adopted,
             stats.bytes_written
                 + stats.bytes_abandoned
                 + (stats.bytes_held + stats.bytes_unwritten) as u64,
@@ -274,6 +281,19 @@ impl Harness {
                         } else {
                             self.machine.handle_read(&bytes);
                         }
+                    }
+                }
+            }
+            Op::Adopt => {
+                // Only a machine with a pipe has bytes to adopt; a fast path reads while no
+                // read of the machine's is outstanding or while one is (it is a plain read).
+                if self.has_pipe {
+                    if let Some(byte) = self.pipe.pop_front() {
+                        self.read_log.push(byte);
+                        self.adopted += 1;
+                        let permit = self.machine.adopt(byte);
+                        assert_eq!(permit.units(), 1);
+                        self.permits.push(permit);
                     }
                 }
             }

@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc};
 use std::task::Poll;
 use std::time::Duration;
 
-use fixture::{poll_once, poll_until_ready, settle, wait_until, within, Kind, Pool};
+use fixture::{drive_until, poll_once, poll_until_ready, settle, within, Kind, Pool};
 use jobserver_io::{Client, ReleasePolicy, Token};
 use jobserver_tests::Driver;
 
@@ -143,7 +143,7 @@ fn acquire_many_is_all_or_nothing_and_first_come_first_served<D: Driver>() {
         assert!(poll_once(&mut single).is_pending());
 
         pool.put(b"ab");
-        wait_until("2 bytes read", || client.stats().bytes_read == 2).await;
+        drive_until("2 bytes read", &mut many, || client.stats().bytes_read == 2).await;
         settle().await;
         assert!(poll_once(&mut many).is_pending(), "all or nothing");
         assert!(

@@ -9,7 +9,9 @@ mod fixture;
 
 use std::panic::AssertUnwindSafe;
 
-use fixture::{poll_once, poll_until_ready, settle, sorted, wait_until, within, Kind, Pool};
+use fixture::{
+    drive_until, poll_once, poll_until_ready, settle, sorted, wait_until, within, Kind, Pool,
+};
 use futures_lite::FutureExt;
 use jobserver_io::ReleasePolicy;
 use jobserver_tests::Driver;
@@ -68,8 +70,23 @@ fn pending_acquire_dropped_takes_nothing<D: Driver>() {
     }
 }
 
+/// Makes the driver read the pipe for the requests that wait, without polling them: a
+/// non-blocking try looks at the pipe at once (and gets nothing, as older requests come
+/// first). Waits until `bytes` bytes were read in all.
+async fn read_for_the_oldest<R: jobserver_io::Reactor>(
+    client: &jobserver_io::Client<R>,
+    bytes: u64,
+) {
+    wait_until("the driver to read for the oldest request", || {
+        let got = client.try_acquire().expect("try_acquire");
+        assert!(got.is_none(), "a try must not overtake waiting requests");
+        client.stats().bytes_read == bytes
+    })
+    .await;
+}
+
 /// The granted-then-cancelled path: the driver reads a token for a request whose future is
-/// never polled again; dropping the future writes that byte back.
+/// not polled (another party's read grants it); dropping the future writes that byte back.
 fn granted_acquire_dropped_returns_its_byte<D: Driver>() {
     for kind in KINDS {
         D::block_on(async {
@@ -80,11 +97,9 @@ fn granted_acquire_dropped_returns_its_byte<D: Driver>() {
             let mut acquire = client.acquire();
             assert!(poll_once(&mut acquire).is_pending());
             pool.put(b"x");
-            // The driver reads the byte on its own (readiness), granting the request.
-            wait_until("the driver to read the token", || {
-                client.stats().bytes_read == 1
-            })
-            .await;
+            // A non-blocking try reads the pipe at once; the byte goes to the older request,
+            // which is granted without being polled.
+            read_for_the_oldest(&client, 1).await;
             assert_eq!(pool.count(), 0);
             let stats = client.stats();
             assert_eq!(
@@ -133,10 +148,7 @@ fn granted_acquire_dropped_passes_its_token_to_the_next_waiter<D: Driver>() {
                 assert!(poll_once(&mut second).is_pending());
 
                 pool.put(b"x");
-                wait_until("the driver to read the token", || {
-                    client.stats().bytes_read == 1
-                })
-                .await;
+                read_for_the_oldest(&client, 1).await;
                 assert!(
                     poll_once(&mut second).is_pending(),
                     "FIFO: the first one has it"
@@ -171,7 +183,7 @@ fn partly_served_acquire_many_dropped_returns_every_byte<D: Driver>() {
             let mut many = client.acquire_many(3);
             assert!(poll_once(&mut many).is_pending());
             pool.put(b"x");
-            wait_until("the driver to read 1 token", || {
+            drive_until("the driver to read 1 token", &mut many, || {
                 client.stats().bytes_read == 1
             })
             .await;
@@ -201,7 +213,7 @@ fn partly_served_acquire_many_dropped_returns_every_byte<D: Driver>() {
             let mut many = client.acquire_many(3);
             assert!(poll_once(&mut many).is_pending());
             pool.put(b"y");
-            wait_until("the driver to read 2 tokens", || {
+            drive_until("the driver to read 2 tokens", &mut many, || {
                 client.stats().bytes_read == 3
             })
             .await;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use fixture::{poll_once, poll_until_ready, settle, wait_until, within, Kind, Pool};
+use fixture::{drive_until, poll_once, poll_until_ready, settle, within, Kind, Pool};
 use jobserver_tests::Driver;
 
 const KINDS: [Kind; 2] = [Kind::Pipe, Kind::Fifo];
@@ -42,8 +42,8 @@ fn poll_with<F: std::future::Future + Unpin>(fut: &mut F, waker: &Waker) -> Poll
     Pin::new(fut).poll(&mut Context::from_waker(waker))
 }
 
-/// Two waiting requests A and B; A's waker panics; two tokens arrive. B is still woken and
-/// completes, A completes when polled again, both tokens go back, and later acquires that
+/// Three waiting requests A, B and C; A's waker panics; two tokens arrive. B is still woken
+/// and completes, A completes when polled again, both tokens go back, and later acquires that
 /// must wait for the reactor (or the blocking client's helper thread) still work.
 fn panicking_waker_does_not_strand_other_grants<D: Driver>() {
     for kind in KINDS {
@@ -59,14 +59,20 @@ fn panicking_waker_does_not_strand_other_grants<D: Driver>() {
             let mut b = client.acquire();
             assert!(poll_with(&mut a, &panics).is_pending(), "{kind:?}: A waits");
             assert!(poll_with(&mut b, &counts).is_pending(), "{kind:?}: B waits");
-            assert_eq!(client.stats().waiting, 2);
+            let mut c = client.acquire();
+            assert!(poll_once(&mut c).is_pending(), "{kind:?}: C waits");
+            assert_eq!(client.stats().waiting, 3);
 
-            // Two tokens arrive: A is granted first and its waker panics; B must be woken.
+            // Two tokens arrive. The readiness wakes A, the oldest, and its waker panics: the
+            // reactor (or helper thread) survives, and the readiness is left to the next
+            // party that takes the driver's lock: C, polled here. C's read grants A, whose
+            // waker panics again, and then B, which must still be woken.
             pool.put(b"ab");
-            wait_until("B is woken although A's waker panicked", || {
+            drive_until("B is woken although A's waker panicked", &mut c, || {
                 counter.0.load(Ordering::SeqCst) > 0
             })
             .await;
+            drop(c);
             let token_b = match poll_with(&mut b, &counts) {
                 Poll::Ready(token) => token.expect("B's token"),
                 Poll::Pending => panic!("{kind:?}: B was woken but is not granted"),
