@@ -332,6 +332,9 @@ pub struct Machine {
     bytes_adopted: u64,
     /// Bytes whose write failed; given back to `bytes` at the next settle.
     unwritten: Vec<u8>,
+    /// Reading is paused after [`Machine::yield_partial`], until [`Machine::resume`] or until
+    /// that request leaves the queue.
+    paused: bool,
 }
 
 impl Default for Machine {
@@ -375,6 +378,7 @@ impl Machine {
             bytes_abandoned: 0,
             bytes_adopted: 0,
             unwritten: Vec::new(),
+            paused: false,
         }
     }
 
@@ -452,7 +456,61 @@ impl Machine {
         self.running.saturating_add(self.reserved)
     }
 
+    /// Bytes from the jobserver promised to the oldest request while it waits for the rest
+    /// of its demand (the implicit slot, if promised to it, is not counted).
+    pub fn partial_bytes(&self) -> usize {
+        if self.head == NIL {
+            return 0;
+        }
+        if self.running > 0 {
+            self.reserved
+        } else {
+            self.reserved.saturating_sub(1)
+        }
+    }
+
+    /// True while reading is paused by [`Machine::yield_partial`].
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     // ----- commands -----
+
+    /// Gives back the jobserver bytes promised to the oldest request ([`Machine::partial_bytes`])
+    /// and pauses reading until [`Machine::resume`]; returns how many bytes go back (as
+    /// [`Action::Write`]s). The request keeps its place, and the implicit slot if it was
+    /// promised.
+    ///
+    /// This is the rule against hold-and-wait across processes: two processes that each
+    /// collect a multi-token request from the same pool can each hold part of it and wait for
+    /// the other for ever. An adapter with a clock calls this when the oldest request has held
+    /// a partial grant for a while, and `resume` after a back-off (jittered, so that two
+    /// processes do not retry in step). While paused, the oldest request is granted only
+    /// when all it asks for is free at once (from tokens released locally); nothing is
+    /// promised to it piecemeal.
+    pub fn yield_partial(&mut self) -> usize {
+        let give_back = self.partial_bytes();
+        if give_back == 0 {
+            return 0;
+        }
+        let slot = self.head;
+        let entry = &mut self.entries[slot as usize];
+        entry.got = entry.got.saturating_sub(give_back);
+        self.reserved = self.reserved.saturating_sub(give_back);
+        self.unmet = self.unmet.saturating_add(give_back);
+        self.paused = true;
+        let written_before = self.bytes_written;
+        self.return_surplus();
+        usize::try_from(self.bytes_written.saturating_sub(written_before)).unwrap_or(usize::MAX)
+    }
+
+    /// Ends the pause of [`Machine::yield_partial`]: reading (and collecting) start again.
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.paused = false;
+            self.settle(false);
+        }
+    }
 
     /// Queues a request for `units` tokens, all or nothing.
     ///
@@ -694,7 +752,8 @@ impl Machine {
         }
         self.grant_from_head();
         self.return_surplus();
-        if self.pipe == Pipe::Open && self.read == ReadState::Idle && self.unmet > 0 {
+        if self.pipe == Pipe::Open && self.read == ReadState::Idle && self.unmet > 0 && !self.paused
+        {
             self.read = ReadState::InFlight;
             self.actions.push_back(Action::Read { max: self.unmet });
         }
@@ -726,6 +785,10 @@ impl Machine {
                 self.set_failed(slot, failure);
                 continue;
             }
+            if give < need && self.paused {
+                // Paused after giving a partial grant back: nothing piecemeal until resumed.
+                break;
+            }
             let entry = &mut self.entries[slot as usize];
             entry.got = entry.got.saturating_add(give);
             self.reserved = self.reserved.saturating_add(give);
@@ -745,6 +808,10 @@ impl Machine {
     /// Takes a queued request out of the queue and out of the demand and promise counts.
     /// Returns the units that were promised to it.
     fn dequeue(&mut self, slot: u32) -> usize {
+        if slot == self.head {
+            // A pause is for the request that gave its partial grant back.
+            self.paused = false;
+        }
         let entry = &self.entries[slot as usize];
         let (want, got) = (entry.want, entry.got);
         self.unlink(slot);

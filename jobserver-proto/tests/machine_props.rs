@@ -24,6 +24,9 @@ enum Op {
     Readable,
     /// The adapter reads a byte itself (a fast path) and hands it over with `adopt`.
     Adopt,
+    /// The oldest request gives its partial grant back (hold-and-wait rule).
+    Yield,
+    Resume,
     Eof,
     ReadError,
     WriteError,
@@ -44,6 +47,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Steal),
         2 => Just(Op::Readable),
         2 => Just(Op::Adopt),
+        1 => Just(Op::Yield),
+        1 => Just(Op::Resume),
         1 => Just(Op::Eof),
         1 => Just(Op::ReadError),
         1 => Just(Op::WriteError),
@@ -192,7 +197,8 @@ impl Harness {
         }
         // No lost wake-up: while demand is unmet on an open pipe, either a read is outstanding
         // or the adapter waits for readiness (and will call handle_readable).
-        if stats.unmet > 0 && self.has_pipe && !self.machine.is_closed() {
+        if stats.unmet > 0 && self.has_pipe && !self.machine.is_closed() && !self.machine.is_paused()
+        {
             assert!(
                 self.read_outstanding.is_some() || self.armed,
                 "demand {} but nobody reads",
@@ -297,6 +303,18 @@ impl Harness {
                     }
                 }
             }
+            Op::Yield => {
+                let partial = self.machine.partial_bytes();
+                let written = self.write_log.len();
+                let given = self.machine.yield_partial();
+                assert_eq!(given, partial, "gives back exactly the partial bytes");
+                self.drain();
+                assert_eq!(self.write_log.len(), written + given);
+                assert_eq!(self.machine.partial_bytes(), 0);
+            }
+            // Reading again: the check after the drain sees that unmet demand has a read
+            // outstanding or a readiness wait armed.
+            Op::Resume => self.machine.resume(),
             Op::Inject(byte) => self.pipe.push_back(byte),
             Op::Steal => {
                 self.pipe.pop_front();
