@@ -25,6 +25,8 @@ enum Op {
     Eof,
     ReadError,
     WriteError,
+    /// The adapter finds the server gone by other means (fed only with no read under way).
+    ServerGone,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Eof),
         1 => Just(Op::ReadError),
         1 => Just(Op::WriteError),
+        1 => Just(Op::ServerGone),
     ]
 }
 
@@ -290,6 +293,11 @@ impl Harness {
             Op::Eof => {
                 if self.read_outstanding.take().is_some() {
                     self.machine.handle_eof();
+                }
+            }
+            Op::ServerGone => {
+                if self.read_outstanding.is_none() {
+                    self.machine.handle_server_gone();
                 }
             }
             Op::ReadError => {
