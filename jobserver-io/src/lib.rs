@@ -32,6 +32,7 @@ mod error;
 mod server;
 mod spawn;
 pub mod sys;
+mod timer;
 
 pub use client::{Client, Mode};
 pub use driver::{lost_tokens, Acquire, Filled, Metrics, Reactor, Token};
