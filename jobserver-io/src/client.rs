@@ -16,6 +16,7 @@ use jobserver_proto::{Machine, ReleasePolicy, Stats};
 
 use crate::driver::{Acquire, Conn, Reactor, Shared, Token};
 use crate::error::{Error, ErrorKind};
+use crate::liveness;
 use crate::server::Server;
 use crate::sys::{self, Access, FdProblem, FifoOpenError, TakeError};
 
@@ -221,6 +222,28 @@ impl<R: Reactor> Client<R> {
     ///   happen while this process lives). A fifo or a character device is accepted; anything
     ///   else (a regular file, say) is refused and never written to.
     ///
+    /// # Liveness
+    ///
+    /// make cannot tell a client that it is gone: the pipe never reaches end-of-file,
+    /// because this client (and make's other children) hold a write end of it. So a client
+    /// from the environment watches the server itself, while requests wait:
+    ///
+    /// - when connecting, it finds the server process: the farthest ancestor that has the
+    ///   jobserver open (the top-level make, cargo, …), looking through `/proc`; failing
+    ///   that, for a pipe, it remembers its parent;
+    /// - every 500 ms while a request waits (on a process-wide timer thread, with nothing
+    ///   for the application to do), it checks that this process is still running (a zombie
+    ///   counts as exited), or that the parent is unchanged, and for a fifo that its path
+    ///   still names the fifo it opened (make 4.4 removes it when it exits).
+    ///
+    /// When a check fails, every waiting request that cannot be met, and every later one,
+    /// fails with [`ErrorKind::ServerGone`]: stop starting jobs and exit. The implicit slot
+    /// still works, and tokens held are still written back, so whoever still shares the pipe
+    /// loses none. A request granted at its first poll never arms the checks (they cost
+    /// nothing then); a waiting one costs a read of `/proc/PID/stat` (or a `getppid`) and,
+    /// for a fifo, a `stat` per 500 ms. A server that is not an ancestor (a daemon serving
+    /// a fifo, say) is noticed only through its fifo's path.
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::NoJobserver`] when no variable names one, [`ErrorKind::Disabled`] when make
@@ -314,6 +337,7 @@ impl<R: Reactor> Client<R> {
                     e,
                 )
             })?;
+        let probe = liveness::Probe::pipe(child_read.as_fd());
         let conn = Conn {
             reader: R::register(private_read)?,
             writer: Some(private_write),
@@ -327,7 +351,8 @@ impl<R: Reactor> Client<R> {
             flags,
             Some(child),
             None,
-        ))
+        )
+        .watching(probe))
     }
 
     fn connect_fifo(var: Option<EnvVar>, path: PathBuf, flags: MakeFlags) -> Result<Self, Error> {
@@ -345,6 +370,7 @@ impl<R: Reactor> Client<R> {
                 e,
             ),
         })?;
+        let probe = liveness::Probe::fifo(fd.as_fd(), &path);
         let conn = Conn {
             reader: R::register(fd)?,
             writer: None,
@@ -358,7 +384,8 @@ impl<R: Reactor> Client<R> {
             flags,
             Some(child),
             None,
-        ))
+        )
+        .watching(probe))
     }
 
     /// Connects to the jobserver named in the environment, or, when there is none, creates a
@@ -430,6 +457,13 @@ impl<R: Reactor> Client<R> {
         }
     }
 
+    /// Makes waiting requests check, periodically, that the server is still there (see
+    /// `crate::liveness`).
+    fn watching(self, probe: liveness::Probe) -> Self {
+        self.shared.liveness.set_probe(probe);
+        self
+    }
+
     /// The client's shared state, for a server that watches the clients of its pool.
     pub(crate) fn shared_weak(&self) -> std::sync::Weak<Shared<R>> {
         Arc::downgrade(&self.shared)
@@ -464,8 +498,9 @@ impl<R: Reactor> Client<R> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::ServerGone`] when the jobserver reaches end-of-file, [`ErrorKind::Io`] when
-    /// reading it fails.
+    /// [`ErrorKind::ServerGone`] when the jobserver reaches end-of-file or its server is
+    /// found gone while the request waits (see [`Client::from_env`], *Liveness*),
+    /// [`ErrorKind::Io`] when reading it fails.
     pub fn acquire(&self) -> Acquire<R> {
         self.shared.acquire(1)
     }

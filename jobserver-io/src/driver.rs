@@ -208,6 +208,8 @@ pub(crate) struct Shared<R: Reactor> {
     /// What waiting requests time themselves from (as nanoseconds in a `u64`, which keeps
     /// the `Acquire` future small).
     epoch: Instant,
+    /// What the periodic liveness check watches, and what it found (see `crate::liveness`).
+    pub(crate) liveness: crate::liveness::Liveness,
 }
 
 struct ReadReady<R: Reactor> {
@@ -267,6 +269,7 @@ impl<R: Reactor> Shared<R> {
                 shared: weak.clone(),
             })),
             epoch: Instant::now(),
+            liveness: Default::default(),
         })
     }
 
@@ -292,6 +295,12 @@ impl<R: Reactor> Shared<R> {
 
     fn on_readable(&self) {
         self.with(|state| state.machine.handle_readable());
+    }
+
+    /// The liveness check found the server gone: fails every waiting request that cannot be
+    /// met (and every later one) with [`ErrorKind::ServerGone`], and wakes them.
+    pub(crate) fn server_gone(&self) {
+        self.with(|state| state.machine.handle_server_gone());
     }
 
     /// Carries out every action of the machine (the single-mutation rule).
@@ -356,6 +365,7 @@ impl<R: Reactor> Shared<R> {
                 "the jobserver reached end-of-file: the make (or other server) that owns it has exited; \
                  no more tokens can be had, so stop starting jobs",
             ),
+            Failure::ServerGone => Error::new(ErrorKind::ServerGone, self.liveness.message()),
             Failure::ReadError(kind) => {
                 let detail = state.read_error.clone().unwrap_or_else(|| kind.to_string());
                 Error::new(ErrorKind::Io, format!("reading a token from the jobserver failed: {detail}"))
@@ -516,6 +526,7 @@ impl<R: Reactor> Future for Acquire<R> {
                 if this.pending_since == 0 {
                     let since = shared.epoch.elapsed().as_nanos();
                     this.pending_since = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
+                    crate::liveness::watch(this.shared.as_ref());
                 }
             }
             Some(done) => {

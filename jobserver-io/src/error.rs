@@ -24,7 +24,11 @@ pub enum ErrorKind {
     /// Not possible on this platform (a Windows semaphore on Unix, or no private reopen of an
     /// inherited pipe).
     Unsupported,
-    /// The jobserver reached end-of-file: the make (or other server) that owned it has exited.
+    /// The make (or other server) that owns the jobserver has exited: its pipe reached
+    /// end-of-file, or, for a client found in the environment, a liveness check saw the server
+    /// process exit or its fifo removed while requests waited (see
+    /// [`Client::from_env`](crate::Client::from_env), *Liveness*). No more tokens will come;
+    /// the implicit slot still works, and tokens held are still written back.
     ServerGone,
     /// More tokens than a jobserver can hold were asked for: a pool larger than its pipe
     /// can hold, or one request for more than
