@@ -37,6 +37,9 @@ pub enum Mode {
 pub(crate) struct ChildEnv {
     /// The value for `MAKEFLAGS` and `CARGO_MAKEFLAGS`.
     pub(crate) makeflags: OsString,
+    /// The value for `MFLAGS`: the same options as `makeflags` with a dash in front of the
+    /// flag cluster and without the variables, as make sets it.
+    pub(crate) mflags: OsString,
     /// Pipe mode: descriptors of ours that the child must inherit, at the numbers in
     /// `makeflags`. Held here so they stay open until every configured command is gone.
     pub(crate) fds: Option<(Arc<OwnedFd>, Arc<OwnedFd>)>,
@@ -50,26 +53,48 @@ pub(crate) struct ChildEnv {
 }
 
 impl ChildEnv {
+    /// For a pool of our own: only the jobs hint and the jobserver.
     pub(crate) fn pipe(jobs: Jobs, read: Arc<OwnedFd>, write: Arc<OwnedFd>) -> Self {
-        let value = with_jobs(jobs, |n| {
-            makeflags::encode_pipe(n, read.as_raw_fd(), write.as_raw_fd())
-        });
+        Self::pipe_passing(&only_jobs(jobs), read, write)
+    }
+
+    /// For a pool of our own: only the jobs hint and the jobserver.
+    pub(crate) fn fifo(jobs: Jobs, path: &[u8]) -> Self {
+        Self::fifo_passing(&only_jobs(jobs), path)
+    }
+
+    /// Passes on `flags`' jobs hint, one-letter flags and variables with the pipe.
+    pub(crate) fn pipe_passing(flags: &MakeFlags, read: Arc<OwnedFd>, write: Arc<OwnedFd>) -> Self {
+        let (r, w) = (read.as_raw_fd(), write.as_raw_fd());
+        ChildEnv::new(flags, |f, n| makeflags::encode_pipe_with_flags(f, n, r, w))
+            .with_fds(read, write)
+    }
+
+    /// Passes on `flags`' jobs hint, one-letter flags and variables with the fifo.
+    pub(crate) fn fifo_passing(flags: &MakeFlags, path: &[u8]) -> Self {
+        ChildEnv::new(flags, |f, n| makeflags::encode_fifo_with_flags(f, n, path))
+    }
+
+    fn new(flags: &MakeFlags, encode: impl Fn(&MakeFlags, NonZeroUsize) -> Vec<u8>) -> Self {
+        let makeflags = with_jobs(flags, &encode);
+        let mut options_only = flags.clone();
+        options_only.variables.clear();
+        let mut mflags = with_jobs(&options_only, &encode);
+        if !makeflags::encode_flags(flags).is_empty() {
+            mflags.insert(0, b'-');
+        }
         ChildEnv {
-            makeflags: OsString::from_vec(value),
-            fds: Some((read, write)),
+            makeflags: OsString::from_vec(makeflags),
+            mflags: OsString::from_vec(mflags),
+            fds: None,
             inherit_all: Arc::default(),
             keep: None,
         }
     }
 
-    pub(crate) fn fifo(jobs: Jobs, path: &[u8]) -> Self {
-        let value = with_jobs(jobs, |n| makeflags::encode_fifo(n, path));
-        ChildEnv {
-            makeflags: OsString::from_vec(value),
-            fds: None,
-            inherit_all: Arc::default(),
-            keep: None,
-        }
+    fn with_fds(mut self, read: Arc<OwnedFd>, write: Arc<OwnedFd>) -> Self {
+        self.fds = Some((read, write));
+        self
     }
 
     /// Makes every command configured from now on hold `keep` until it is dropped.
@@ -82,6 +107,7 @@ impl ChildEnv {
     pub(crate) fn apply(&self, cmd: &mut Command) {
         cmd.env("MAKEFLAGS", &self.makeflags);
         cmd.env("CARGO_MAKEFLAGS", &self.makeflags);
+        cmd.env("MFLAGS", &self.mflags);
         if let Some(keep) = &self.keep {
             let keep = keep.clone();
             let hook = move || {
@@ -116,16 +142,30 @@ impl ChildEnv {
     }
 }
 
-/// Encodes with the jobs hint; without one, drops the leading `-jN` word (a hint only).
-fn with_jobs(jobs: Jobs, encode: impl Fn(NonZeroUsize) -> Vec<u8>) -> Vec<u8> {
-    match jobs {
-        Jobs::Limited(n) => encode(n),
+/// Flags with only a jobs hint.
+fn only_jobs(jobs: Jobs) -> MakeFlags {
+    let mut flags = MakeFlags::default();
+    flags.jobs = jobs;
+    flags
+}
+
+/// Encodes with `flags`' jobs hint; without one, leaves out the `-jN` word (a hint only).
+fn with_jobs(flags: &MakeFlags, encode: impl Fn(&MakeFlags, NonZeroUsize) -> Vec<u8>) -> Vec<u8> {
+    match flags.jobs {
+        Jobs::Limited(n) => encode(flags, n),
         _ => {
-            let value = encode(NonZeroUsize::MIN);
-            match value.iter().position(|&b| b == b' ') {
-                Some(space) if value.starts_with(b"-j1 ") => value[space + 1..].to_vec(),
-                _ => value,
+            let mut value = encode(flags, NonZeroUsize::MIN);
+            // The encoders write `[cluster ]-j1 --jobserver-...`: cut out the `-j1 `.
+            let cluster = makeflags::encode_flags(flags);
+            let at = if cluster.is_empty() {
+                0
+            } else {
+                cluster.len() + 1
+            };
+            if value[at..].starts_with(b"-j1 ") {
+                value.drain(at..at + 4);
             }
+            value
         }
     }
 }
@@ -342,7 +382,7 @@ impl<R: Reactor> Client<R> {
             reader: R::register(private_read)?,
             writer: Some(private_write),
         };
-        let child = ChildEnv::pipe(flags.jobs, Arc::new(child_read), Arc::new(child_write));
+        let child = ChildEnv::pipe_passing(&flags, Arc::new(child_read), Arc::new(child_write));
         Ok(Self::build(
             Machine::new(),
             Some(conn),
@@ -375,7 +415,7 @@ impl<R: Reactor> Client<R> {
             reader: R::register(fd)?,
             writer: None,
         };
-        let child = ChildEnv::fifo(flags.jobs, path.as_os_str().as_encoded_bytes());
+        let child = ChildEnv::fifo_passing(&flags, path.as_os_str().as_encoded_bytes());
         Ok(Self::build(
             Machine::new(),
             Some(conn),
@@ -559,12 +599,25 @@ impl<R: Reactor> Client<R> {
         self.shared.try_acquire(n, true)
     }
 
-    /// Lets `cmd`'s child share this jobserver: sets `MAKEFLAGS` and `CARGO_MAKEFLAGS`, and in
-    /// pipe mode makes the pipe inheritable in that child only: other children do not get
-    /// *our* descriptors. (The descriptors make handed this process, at the numbers in its
-    /// `MAKEFLAGS`, are make's; they stay inheritable as make left them, and children that
-    /// are not configured may inherit them without being told.) The descriptors stay open
-    /// for as long as `cmd` exists, even if the client is dropped.
+    /// Lets `cmd`'s child share this jobserver: sets `MAKEFLAGS`, `CARGO_MAKEFLAGS` and
+    /// `MFLAGS`, and in pipe mode makes the pipe inheritable in that child only: other
+    /// children do not get *our* descriptors. (The descriptors make handed this process, at
+    /// the numbers in its `MAKEFLAGS`, are make's; they stay inheritable as make left them,
+    /// and children that are not configured may inherit them without being told.) The
+    /// descriptors stay open for as long as `cmd` exists, even if the client is dropped.
+    ///
+    /// What the child gets, as make would give it:
+    /// - `MAKEFLAGS` and `CARGO_MAKEFLAGS` ([`Client::makeflags`]): for a client from the
+    ///   environment, the one-letter flags make passed (`d`, `i`, `k`, `n`, `s`), the jobs
+    ///   hint, the jobserver (at our own descriptors, or the fifo's path), and make's
+    ///   command-line variables (`-- FOO=bar`), for example
+    ///   `k -j4 --jobserver-fds=5,6 --jobserver-auth=5,6 -- FOO=bar`. Other options of the
+    ///   inherited value (`--no-print-directory`, `-w`, `-O`, `-I DIR`, `--debug` levels
+    ///   beyond `d`) are not passed on. For a pool of our own, only the jobs hint and the
+    ///   jobserver.
+    /// - `MFLAGS`: the same options without the variables, the flag cluster with its dash
+    ///   (`-k -j4 --jobserver-fds=5,6 --jobserver-auth=5,6`), as make sets it. An inherited
+    ///   `MFLAGS` would otherwise name make's descriptors, not ours.
     ///
     /// For a tokio command use `cmd.as_std_mut()`; for async-process, configure a
     /// `std::process::Command` and convert it with `From`.
@@ -603,7 +656,8 @@ impl<R: Reactor> Client<R> {
         Ok(())
     }
 
-    /// The value this client gives children in `MAKEFLAGS`, if it has a jobserver.
+    /// The value this client gives children in `MAKEFLAGS` and `CARGO_MAKEFLAGS`, if it has a
+    /// jobserver; see [`Client::configure`].
     pub fn makeflags(&self) -> Option<&std::ffi::OsStr> {
         self.info.child.as_ref().map(|c| c.makeflags.as_os_str())
     }
