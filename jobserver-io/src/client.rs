@@ -559,10 +559,10 @@ impl<R: Reactor> Client<R> {
     ///
     /// # Errors
     ///
-    /// As [`Client::acquire`]; on a client without a jobserver, `n > 1` fails with
-    /// [`ErrorKind::Disabled`]. `n` above [`MAX_UNITS`](crate::MAX_UNITS) (no
-    /// jobserver can hold that many) fails at once with [`ErrorKind::Capacity`], without
-    /// queueing or reading anything.
+    /// As [`Client::acquire`]. Requests that could never be met fail at once with
+    /// [`ErrorKind::Capacity`], without queueing or reading anything: `n` above
+    /// [`MAX_UNITS`](crate::MAX_UNITS) (no jobserver can hold that many), and `n > 1` on a
+    /// client without a jobserver ([`Mode::ImplicitOnly`]: it only has its implicit slot).
     pub fn acquire_many(&self, n: usize) -> Acquire<R> {
         self.shared.acquire(n)
     }
@@ -722,7 +722,12 @@ impl<R: Reactor> Client<R> {
     /// Takes the most recent failure to write a token back (from a `Token` dropped without
     /// [`Token::release`]). Each failure is counted in [`Stats::write_failures`]; the byte is
     /// kept ([`Stats::bytes_unwritten`]) and written at the next operation.
-    pub fn take_release_error(&self) -> Option<io::Error> {
-        self.shared.take_write_error()
+    ///
+    /// The error is an [`ErrorKind::Io`] (as [`Token::release`] returns), whose
+    /// [`source`](std::error::Error::source) is the [`io::Error`] of the write.
+    pub fn take_release_error(&self) -> Option<Error> {
+        self.shared
+            .take_write_error()
+            .map(|err| Error::io("writing a token back to the jobserver failed", err))
     }
 }

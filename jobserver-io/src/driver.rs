@@ -372,9 +372,10 @@ impl<R: Reactor> Shared<R> {
                     .with_source(io::Error::new(kind, detail))
             }
             Failure::NoPipe => Error::new(
-                ErrorKind::Disabled,
-                "more than one token was requested, but this process has no jobserver and only its \
-                 implicit slot; request one token at a time",
+                ErrorKind::Capacity,
+                "more than one token was requested at once, but this client has no jobserver, only \
+                 its implicit slot, so the request could never be met (Client::degraded says why \
+                 there is none; under make, mark the rule with `+`); request one token at a time",
             ),
             Failure::TooMany(units) => Error::new(
                 ErrorKind::Capacity,
@@ -475,6 +476,12 @@ impl<R: Reactor> Shared<R> {
 /// jobserver. No token is lost. A future that is neither polled nor dropped keeps its place and
 /// whatever was promised to it, which can hold up later requests (futurelock): drop it rather
 /// than parking it.
+///
+/// # Polling after completion
+///
+/// Once it has returned `Ready`, polling it again returns
+/// `Err` with [`ErrorKind::PolledAfterCompletion`] (every time), without a new request:
+/// it never panics and never hands out a second token.
 #[must_use = "futures do nothing unless polled"]
 pub struct Acquire<R: Reactor> {
     /// Handed to the token on completion; `None` once the future has completed.
@@ -502,8 +509,9 @@ impl<R: Reactor> Future for Acquire<R> {
         let this = self.get_mut();
         let Some(shared) = this.shared.as_deref() else {
             return Poll::Ready(Err(Error::new(
-                ErrorKind::Io,
-                "an Acquire future was polled after it completed",
+                ErrorKind::PolledAfterCompletion,
+                "an Acquire future was polled again after it completed (a bug in the caller: \
+                 await each acquire() once); nothing was requested",
             )));
         };
         let mut wake = WakeList::new();
