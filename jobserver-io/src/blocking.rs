@@ -212,10 +212,15 @@ fn block_on<F: Future>(future: F) -> F::Output {
 /// never drift apart: a method added to the async client is there at once.
 ///
 /// ```
+/// use jobserver_io::blocking::{Client, Server};
+///
 /// # fn main() -> Result<(), jobserver_io::Error> {
-/// let client = jobserver_io::blocking::Client::from_env_or_new(2)?;
+/// let server = Server::new(2)?;
+/// let client = Client::from(server.client()?);
 /// let token = client.acquire()?; // blocks this thread, not a task
-/// assert!(client.try_acquire()?.is_some()); // the async client's own method
+/// let second = client.try_acquire()?; // the async client's own method, through Deref
+/// assert_eq!(second.map(|t| t.units()), Some(1));
+/// assert!(client.makeflags().is_some());
 /// drop(token);
 /// # Ok(())
 /// # }

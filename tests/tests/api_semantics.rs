@@ -312,6 +312,38 @@ fn types_are_thread_safe<D: Driver>() {
     });
 }
 
+/// The blocking client has every method of the async one (through `Deref`), including those
+/// the old hand-written wrapper lacked.
+#[test]
+fn blocking_client_has_every_method_of_the_async_one() {
+    use jobserver_io::blocking::{Client as Blocking, Server};
+    let server = Server::new(2).expect("a pool");
+    let client = Blocking::from(server.client().expect("a client"));
+    client.set_release_policy(ReleasePolicy::HandOff);
+    assert!(client.makeflags().is_some());
+    assert_eq!(client.var(), None, "an own pool");
+    assert_eq!(
+        client.flags().jobs,
+        jobserver_io::Jobs::Limited(2.try_into().unwrap())
+    );
+    assert_eq!(client.mode(), jobserver_io::Mode::Pipe);
+    assert!(client.take_release_error().is_none());
+    let token = client.acquire().expect("the implicit slot");
+    let more = client
+        .try_acquire_up_to(3)
+        .expect("try")
+        .expect("the pool's token");
+    assert_eq!((token.units(), more.units()), (1, 1));
+    drop((token, more));
+    // The constructors return the blocking type.
+    let alone = Blocking::implicit_only(None);
+    assert_eq!(alone.mode(), jobserver_io::Mode::ImplicitOnly);
+    let _: Result<jobserver_io::blocking::Token, _> = alone.acquire();
+    // And it converts back to the async-shaped client.
+    let inner: Client<jobserver_io::blocking::ThreadReactor> = alone.into();
+    assert_eq!(inner.stats().running, 0);
+}
+
 /// The blocking client's synchronous API, shared across threads.
 #[test]
 fn blocking_client_acquires_across_threads() {
