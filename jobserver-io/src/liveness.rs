@@ -30,7 +30,9 @@
 //! # When the checks run, and what they cost
 //!
 //! The walk of step 1 runs once, in `from_env`: a few reads of `/proc` per ancestor visited
-//! (usually two or three: this process's parent, make, make's parent).
+//! (usually two or three: this process's parent, make, make's parent), and a `stat` per
+//! descriptor each of them has open. Measured at 0.23-0.46 ms under make 4.3 and 4.4.1
+//! (direct recipe and under `sh`, 2-vCPU VM), about half of `from_env`'s time.
 //!
 //! The checks run only while some request waits, every [`PERIOD`] (500 ms), on the
 //! process-wide timer thread ([`crate::timer`]); the application does nothing for them. A
