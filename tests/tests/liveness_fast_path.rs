@@ -44,6 +44,8 @@ fn only_a_waiting_request_starts_the_timer_thread() {
     fast_path_only::<jobserver_tokio::TokioReactor>();
     fast_path_only::<jobserver_smol::AsyncIoReactor>();
     fast_path_only::<jobserver_io::blocking::ThreadReactor>();
+    // A thread names itself once it runs: give one that was started by mistake time to.
+    std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(
         !timer_thread_runs(),
         "requests granted at their first poll must not arm the liveness checks"
@@ -55,7 +57,12 @@ fn only_a_waiting_request_starts_the_timer_thread() {
         let implicit = client.acquire().await.expect("the implicit slot");
         let mut waiter = client.acquire();
         assert!(poll_once(&mut waiter).is_pending());
-        assert!(timer_thread_runs(), "a waiting request arms the checks");
+        // The thread names itself once it runs.
+        fixture::wait_until(
+            "a waiting request to start the timer thread",
+            timer_thread_runs,
+        )
+        .await;
         fixture::put(pipe.write_fd(), b"w");
         let token = fixture::poll_until_ready("the token", &mut waiter)
             .await
