@@ -26,18 +26,15 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::pin;
-use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
 use rustix::event::{poll, PollFd, PollFlags};
 
-use crate::client::Mode;
 use crate::driver::{Filled, Reactor};
 use crate::error::Error;
 use crate::sys;
-use crate::Stats;
 
 /// The token type of the blocking client.
 pub type Token = crate::Token<ThreadReactor>;
@@ -205,6 +202,29 @@ fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 /// A jobserver client with blocking methods. Same semantics and errors as the async clients.
+///
+/// It is the async-shaped [`crate::Client`] over [`ThreadReactor`] with blocking versions of
+/// its two async methods, [`Client::acquire`] and [`Client::acquire_many`], and constructors
+/// that return this type. Every other method is the async client's own, reached through
+/// [`Deref`](std::ops::Deref) (listed below under *Methods from
+/// `Deref<Target = Client<ThreadReactor>>`*): `try_acquire`, `configure`, `stats`,
+/// `metrics`, `makeflags`, `flags`, `spawn_with_token`, and the rest. So the two clients can
+/// never drift apart: a method added to the async client is there at once.
+///
+/// ```
+/// use jobserver_io::blocking::{Client, Server};
+///
+/// # fn main() -> Result<(), jobserver_io::Error> {
+/// let server = Server::new(2)?;
+/// let client = Client::from(server.client()?);
+/// let token = client.acquire()?; // blocks this thread, not a task
+/// let second = client.try_acquire()?; // the async client's own method, through Deref
+/// assert_eq!(second.map(|t| t.units()), Some(1));
+/// assert!(client.makeflags().is_some());
+/// drop(token);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: crate::Client<ThreadReactor>,
@@ -213,6 +233,20 @@ pub struct Client {
 impl From<crate::Client<ThreadReactor>> for Client {
     fn from(inner: crate::Client<ThreadReactor>) -> Self {
         Client { inner }
+    }
+}
+
+impl From<Client> for crate::Client<ThreadReactor> {
+    fn from(client: Client) -> Self {
+        client.inner
+    }
+}
+
+impl std::ops::Deref for Client {
+    type Target = crate::Client<ThreadReactor>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
     }
 }
 
@@ -259,6 +293,12 @@ impl Client {
         crate::Client::from_env_or_new_with(jobs, lookup).map(Client::from)
     }
 
+    /// A client with no jobserver, only the implicit slot; see
+    /// [`crate::Client::implicit_only`].
+    pub fn implicit_only(reason: Option<Error>) -> Self {
+        Client::from(crate::Client::implicit_only(reason))
+    }
+
     /// Blocks until one token is granted; see [`crate::Client::acquire`].
     ///
     /// # Errors
@@ -277,90 +317,10 @@ impl Client {
         block_on(self.inner.acquire_many(n))
     }
 
-    /// One token if one is free now; see [`crate::Client::try_acquire`].
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::try_acquire`].
-    pub fn try_acquire(&self) -> Result<Option<Token>, Error> {
-        self.inner.try_acquire()
-    }
-
-    /// Spawns `cmd` sharing the pool, holding `token` until the child is reaped; see
-    /// [`crate::Client::spawn_with_token`].
-    ///
-    /// # Errors
-    ///
-    /// When the spawn fails; the token is given back then.
-    pub fn spawn_with_token(
-        &self,
-        token: Token,
-        cmd: &mut Command,
-    ) -> io::Result<crate::TokenChild<ThreadReactor>> {
-        self.inner.spawn_with_token(token, cmd)
-    }
-
-    /// Wait times and peaks; see [`crate::Client::metrics`].
-    pub fn metrics(&self) -> crate::Metrics {
-        self.inner.metrics()
-    }
-
-    /// `n` tokens if all are free now; see [`crate::Client::try_acquire_many`].
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::try_acquire_many`].
-    pub fn try_acquire_many(&self, n: usize) -> Result<Option<Token>, Error> {
-        self.inner.try_acquire_many(n)
-    }
-
-    /// As many tokens as are free now, up to `n`; see [`crate::Client::try_acquire_up_to`].
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::Client::try_acquire_up_to`].
-    pub fn try_acquire_up_to(&self, n: usize) -> Result<Option<Token>, Error> {
-        self.inner.try_acquire_up_to(n)
-    }
-
-    /// Lets `cmd`'s child share the jobserver; see [`crate::Client::configure`].
-    pub fn configure<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
-        self.inner.configure(cmd)
-    }
-
-    /// Counters and gauges of the token machine; see [`crate::Client::stats`].
-    pub fn stats(&self) -> Stats {
-        self.inner.stats()
-    }
-
-    /// Tokens waiting in the jobserver pipe now; see [`crate::Client::available`].
-    ///
-    /// # Errors
-    ///
-    /// When the ioctl fails.
-    pub fn available(&self) -> io::Result<Option<usize>> {
-        self.inner.available()
-    }
-
-    /// The most recent failure to write a token back; see
-    /// [`crate::Client::take_release_error`].
-    pub fn take_release_error(&self) -> Option<io::Error> {
-        self.inner.take_release_error()
-    }
-
-    /// Why the client fell back to the implicit slot; see [`crate::Client::degraded`].
-    pub fn degraded(&self) -> Option<&Error> {
-        self.inner.degraded()
-    }
-
-    /// The async-shaped client underneath (same machine, same connection).
+    /// The async-shaped client underneath (same machine, same connection), for the methods
+    /// that this type's own shadow: [`crate::Client::acquire`] as a future, say.
     pub fn as_inner(&self) -> &crate::Client<ThreadReactor> {
         &self.inner
-    }
-
-    /// How this client reaches its tokens.
-    pub fn mode(&self) -> Mode {
-        self.inner.mode()
     }
 }
 

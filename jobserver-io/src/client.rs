@@ -16,6 +16,7 @@ use jobserver_proto::{Machine, ReleasePolicy, Stats};
 
 use crate::driver::{Acquire, Conn, Reactor, Shared, Token};
 use crate::error::{Error, ErrorKind};
+use crate::liveness;
 use crate::server::Server;
 use crate::sys::{self, Access, FdProblem, FifoOpenError, TakeError};
 
@@ -36,6 +37,9 @@ pub enum Mode {
 pub(crate) struct ChildEnv {
     /// The value for `MAKEFLAGS` and `CARGO_MAKEFLAGS`.
     pub(crate) makeflags: OsString,
+    /// The value for `MFLAGS`: the same options as `makeflags` with a dash in front of the
+    /// flag cluster and without the variables, as make sets it.
+    pub(crate) mflags: OsString,
     /// Pipe mode: descriptors of ours that the child must inherit, at the numbers in
     /// `makeflags`. Held here so they stay open until every configured command is gone.
     pub(crate) fds: Option<(Arc<OwnedFd>, Arc<OwnedFd>)>,
@@ -49,26 +53,48 @@ pub(crate) struct ChildEnv {
 }
 
 impl ChildEnv {
+    /// For a pool of our own: only the jobs hint and the jobserver.
     pub(crate) fn pipe(jobs: Jobs, read: Arc<OwnedFd>, write: Arc<OwnedFd>) -> Self {
-        let value = with_jobs(jobs, |n| {
-            makeflags::encode_pipe(n, read.as_raw_fd(), write.as_raw_fd())
-        });
+        Self::pipe_passing(&only_jobs(jobs), read, write)
+    }
+
+    /// For a pool of our own: only the jobs hint and the jobserver.
+    pub(crate) fn fifo(jobs: Jobs, path: &[u8]) -> Self {
+        Self::fifo_passing(&only_jobs(jobs), path)
+    }
+
+    /// Passes on `flags`' jobs hint, one-letter flags and variables with the pipe.
+    pub(crate) fn pipe_passing(flags: &MakeFlags, read: Arc<OwnedFd>, write: Arc<OwnedFd>) -> Self {
+        let (r, w) = (read.as_raw_fd(), write.as_raw_fd());
+        ChildEnv::new(flags, |f, n| makeflags::encode_pipe_with_flags(f, n, r, w))
+            .with_fds(read, write)
+    }
+
+    /// Passes on `flags`' jobs hint, one-letter flags and variables with the fifo.
+    pub(crate) fn fifo_passing(flags: &MakeFlags, path: &[u8]) -> Self {
+        ChildEnv::new(flags, |f, n| makeflags::encode_fifo_with_flags(f, n, path))
+    }
+
+    fn new(flags: &MakeFlags, encode: impl Fn(&MakeFlags, NonZeroUsize) -> Vec<u8>) -> Self {
+        let makeflags = with_jobs(flags, &encode);
+        let mut options_only = flags.clone();
+        options_only.variables.clear();
+        let mut mflags = with_jobs(&options_only, &encode);
+        if !makeflags::encode_flags(flags).is_empty() {
+            mflags.insert(0, b'-');
+        }
         ChildEnv {
-            makeflags: OsString::from_vec(value),
-            fds: Some((read, write)),
+            makeflags: OsString::from_vec(makeflags),
+            mflags: OsString::from_vec(mflags),
+            fds: None,
             inherit_all: Arc::default(),
             keep: None,
         }
     }
 
-    pub(crate) fn fifo(jobs: Jobs, path: &[u8]) -> Self {
-        let value = with_jobs(jobs, |n| makeflags::encode_fifo(n, path));
-        ChildEnv {
-            makeflags: OsString::from_vec(value),
-            fds: None,
-            inherit_all: Arc::default(),
-            keep: None,
-        }
+    fn with_fds(mut self, read: Arc<OwnedFd>, write: Arc<OwnedFd>) -> Self {
+        self.fds = Some((read, write));
+        self
     }
 
     /// Makes every command configured from now on hold `keep` until it is dropped.
@@ -81,6 +107,7 @@ impl ChildEnv {
     pub(crate) fn apply(&self, cmd: &mut Command) {
         cmd.env("MAKEFLAGS", &self.makeflags);
         cmd.env("CARGO_MAKEFLAGS", &self.makeflags);
+        cmd.env("MFLAGS", &self.mflags);
         if let Some(keep) = &self.keep {
             let keep = keep.clone();
             let hook = move || {
@@ -115,16 +142,30 @@ impl ChildEnv {
     }
 }
 
-/// Encodes with the jobs hint; without one, drops the leading `-jN` word (a hint only).
-fn with_jobs(jobs: Jobs, encode: impl Fn(NonZeroUsize) -> Vec<u8>) -> Vec<u8> {
-    match jobs {
-        Jobs::Limited(n) => encode(n),
+/// Flags with only a jobs hint.
+fn only_jobs(jobs: Jobs) -> MakeFlags {
+    let mut flags = MakeFlags::default();
+    flags.jobs = jobs;
+    flags
+}
+
+/// Encodes with `flags`' jobs hint; without one, leaves out the `-jN` word (a hint only).
+fn with_jobs(flags: &MakeFlags, encode: impl Fn(&MakeFlags, NonZeroUsize) -> Vec<u8>) -> Vec<u8> {
+    match flags.jobs {
+        Jobs::Limited(n) => encode(flags, n),
         _ => {
-            let value = encode(NonZeroUsize::MIN);
-            match value.iter().position(|&b| b == b' ') {
-                Some(space) if value.starts_with(b"-j1 ") => value[space + 1..].to_vec(),
-                _ => value,
+            let mut value = encode(flags, NonZeroUsize::MIN);
+            // The encoders write `[cluster ]-j1 --jobserver-...`: cut out the `-j1 `.
+            let cluster = makeflags::encode_flags(flags);
+            let at = if cluster.is_empty() {
+                0
+            } else {
+                cluster.len() + 1
+            };
+            if value[at..].starts_with(b"-j1 ") {
+                value.drain(at..at + 4);
             }
+            value
         }
     }
 }
@@ -221,6 +262,28 @@ impl<R: Reactor> Client<R> {
     ///   happen while this process lives). A fifo or a character device is accepted; anything
     ///   else (a regular file, say) is refused and never written to.
     ///
+    /// # Liveness
+    ///
+    /// make cannot tell a client that it is gone: the pipe never reaches end-of-file,
+    /// because this client (and make's other children) hold a write end of it. So a client
+    /// from the environment watches the server itself, while requests wait:
+    ///
+    /// - when connecting, it finds the server process: the farthest ancestor that has the
+    ///   jobserver open (the top-level make, cargo, …), looking through `/proc` (about
+    ///   0.3 ms, once); failing that, for a pipe, it remembers its parent;
+    /// - every 500 ms while a request waits (on a process-wide timer thread, with nothing
+    ///   for the application to do), it checks that this process is still running (a zombie
+    ///   counts as exited), or that the parent is unchanged, and for a fifo that its path
+    ///   still names the fifo it opened (make 4.4 removes it when it exits).
+    ///
+    /// When a check fails, every waiting request that cannot be met, and every later one,
+    /// fails with [`ErrorKind::ServerGone`]: stop starting jobs and exit. The implicit slot
+    /// still works, and tokens held are still written back, so whoever still shares the pipe
+    /// loses none. A request granted at its first poll never arms the checks (they cost
+    /// nothing then); a waiting one costs a read of `/proc/PID/stat` (or a `getppid`) and,
+    /// for a fifo, a `stat` per 500 ms. A server that is not an ancestor (a daemon serving
+    /// a fifo, say) is noticed only through its fifo's path.
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::NoJobserver`] when no variable names one, [`ErrorKind::Disabled`] when make
@@ -314,11 +377,12 @@ impl<R: Reactor> Client<R> {
                     e,
                 )
             })?;
+        let probe = liveness::Probe::pipe(child_read.as_fd());
         let conn = Conn {
             reader: R::register(private_read)?,
             writer: Some(private_write),
         };
-        let child = ChildEnv::pipe(flags.jobs, Arc::new(child_read), Arc::new(child_write));
+        let child = ChildEnv::pipe_passing(&flags, Arc::new(child_read), Arc::new(child_write));
         Ok(Self::build(
             Machine::new(),
             Some(conn),
@@ -327,7 +391,8 @@ impl<R: Reactor> Client<R> {
             flags,
             Some(child),
             None,
-        ))
+        )
+        .watching(probe))
     }
 
     fn connect_fifo(var: Option<EnvVar>, path: PathBuf, flags: MakeFlags) -> Result<Self, Error> {
@@ -345,11 +410,12 @@ impl<R: Reactor> Client<R> {
                 e,
             ),
         })?;
+        let probe = liveness::Probe::fifo(fd.as_fd(), &path);
         let conn = Conn {
             reader: R::register(fd)?,
             writer: None,
         };
-        let child = ChildEnv::fifo(flags.jobs, path.as_os_str().as_encoded_bytes());
+        let child = ChildEnv::fifo_passing(&flags, path.as_os_str().as_encoded_bytes());
         Ok(Self::build(
             Machine::new(),
             Some(conn),
@@ -358,7 +424,8 @@ impl<R: Reactor> Client<R> {
             flags,
             Some(child),
             None,
-        ))
+        )
+        .watching(probe))
     }
 
     /// Connects to the jobserver named in the environment, or, when there is none, creates a
@@ -430,6 +497,13 @@ impl<R: Reactor> Client<R> {
         }
     }
 
+    /// Makes waiting requests check, periodically, that the server is still there (see
+    /// `crate::liveness`).
+    fn watching(self, probe: liveness::Probe) -> Self {
+        self.shared.liveness.set_probe(probe);
+        self
+    }
+
     /// The client's shared state, for a server that watches the clients of its pool.
     pub(crate) fn shared_weak(&self) -> std::sync::Weak<Shared<R>> {
         Arc::downgrade(&self.shared)
@@ -464,8 +538,9 @@ impl<R: Reactor> Client<R> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::ServerGone`] when the jobserver reaches end-of-file, [`ErrorKind::Io`] when
-    /// reading it fails.
+    /// [`ErrorKind::ServerGone`] when the jobserver reaches end-of-file or its server is
+    /// found gone while the request waits (see [`Client::from_env`], *Liveness*),
+    /// [`ErrorKind::Io`] when reading it fails.
     pub fn acquire(&self) -> Acquire<R> {
         self.shared.acquire(1)
     }
@@ -484,10 +559,10 @@ impl<R: Reactor> Client<R> {
     ///
     /// # Errors
     ///
-    /// As [`Client::acquire`]; on a client without a jobserver, `n > 1` fails with
-    /// [`ErrorKind::Disabled`]. `n` above [`MAX_UNITS`](crate::MAX_UNITS) (no
-    /// jobserver can hold that many) fails at once with [`ErrorKind::Capacity`], without
-    /// queueing or reading anything.
+    /// As [`Client::acquire`]. Requests that could never be met fail at once with
+    /// [`ErrorKind::Capacity`], without queueing or reading anything: `n` above
+    /// [`MAX_UNITS`](crate::MAX_UNITS) (no jobserver can hold that many), and `n > 1` on a
+    /// client without a jobserver ([`Mode::ImplicitOnly`]: it only has its implicit slot).
     pub fn acquire_many(&self, n: usize) -> Acquire<R> {
         self.shared.acquire(n)
     }
@@ -524,12 +599,25 @@ impl<R: Reactor> Client<R> {
         self.shared.try_acquire(n, true)
     }
 
-    /// Lets `cmd`'s child share this jobserver: sets `MAKEFLAGS` and `CARGO_MAKEFLAGS`, and in
-    /// pipe mode makes the pipe inheritable in that child only: other children do not get
-    /// *our* descriptors. (The descriptors make handed this process, at the numbers in its
-    /// `MAKEFLAGS`, are make's; they stay inheritable as make left them, and children that
-    /// are not configured may inherit them without being told.) The descriptors stay open
-    /// for as long as `cmd` exists, even if the client is dropped.
+    /// Lets `cmd`'s child share this jobserver: sets `MAKEFLAGS`, `CARGO_MAKEFLAGS` and
+    /// `MFLAGS`, and in pipe mode makes the pipe inheritable in that child only: other
+    /// children do not get *our* descriptors. (The descriptors make handed this process, at
+    /// the numbers in its `MAKEFLAGS`, are make's; they stay inheritable as make left them,
+    /// and children that are not configured may inherit them without being told.) The
+    /// descriptors stay open for as long as `cmd` exists, even if the client is dropped.
+    ///
+    /// What the child gets, as make would give it:
+    /// - `MAKEFLAGS` and `CARGO_MAKEFLAGS` ([`Client::makeflags`]): for a client from the
+    ///   environment, the one-letter flags make passed (`d`, `i`, `k`, `n`, `s`), the jobs
+    ///   hint, the jobserver (at our own descriptors, or the fifo's path), and make's
+    ///   command-line variables (`-- FOO=bar`), for example
+    ///   `k -j4 --jobserver-fds=5,6 --jobserver-auth=5,6 -- FOO=bar`. Other options of the
+    ///   inherited value (`--no-print-directory`, `-w`, `-O`, `-I DIR`, `--debug` levels
+    ///   beyond `d`) are not passed on. For a pool of our own, only the jobs hint and the
+    ///   jobserver.
+    /// - `MFLAGS`: the same options without the variables, the flag cluster with its dash
+    ///   (`-k -j4 --jobserver-fds=5,6 --jobserver-auth=5,6`), as make sets it. An inherited
+    ///   `MFLAGS` would otherwise name make's descriptors, not ours.
     ///
     /// For a tokio command use `cmd.as_std_mut()`; for async-process, configure a
     /// `std::process::Command` and convert it with `From`.
@@ -568,7 +656,8 @@ impl<R: Reactor> Client<R> {
         Ok(())
     }
 
-    /// The value this client gives children in `MAKEFLAGS`, if it has a jobserver.
+    /// The value this client gives children in `MAKEFLAGS` and `CARGO_MAKEFLAGS`, if it has a
+    /// jobserver; see [`Client::configure`].
     pub fn makeflags(&self) -> Option<&std::ffi::OsStr> {
         self.info.child.as_ref().map(|c| c.makeflags.as_os_str())
     }
@@ -633,7 +722,12 @@ impl<R: Reactor> Client<R> {
     /// Takes the most recent failure to write a token back (from a `Token` dropped without
     /// [`Token::release`]). Each failure is counted in [`Stats::write_failures`]; the byte is
     /// kept ([`Stats::bytes_unwritten`]) and written at the next operation.
-    pub fn take_release_error(&self) -> Option<io::Error> {
-        self.shared.take_write_error()
+    ///
+    /// The error is an [`ErrorKind::Io`] (as [`Token::release`] returns), whose
+    /// [`source`](std::error::Error::source) is the [`io::Error`] of the write.
+    pub fn take_release_error(&self) -> Option<Error> {
+        self.shared
+            .take_write_error()
+            .map(|err| Error::io("writing a token back to the jobserver failed", err))
     }
 }

@@ -481,6 +481,8 @@ pub(crate) struct Shared<R: Reactor> {
     /// What waiting requests time themselves from (as nanoseconds in a `u64`, which keeps
     /// the `Acquire` future small).
     epoch: Instant,
+    /// What the periodic liveness check watches, and what it found (see `crate::liveness`).
+    pub(crate) liveness: crate::liveness::Liveness,
 }
 
 impl<R: Reactor> Drop for Shared<R> {
@@ -537,6 +539,7 @@ impl<R: Reactor> Shared<R> {
             }),
             conn,
             epoch: Instant::now(),
+            liveness: Default::default(),
         });
         // Park the implicit slot with the fast path.
         let mut wake = WakeList::new();
@@ -572,6 +575,12 @@ impl<R: Reactor> Shared<R> {
             self.handoff
                 .store(policy == ReleasePolicy::HandOff, Ordering::Relaxed);
         });
+    }
+
+    /// The liveness check found the server gone: fails every waiting request that cannot be
+    /// met (and every later one) with [`ErrorKind::ServerGone`], and wakes them.
+    pub(crate) fn server_gone(&self) {
+        self.with(|state| state.machine.handle_server_gone());
     }
 
     // ----- the fast path -----
@@ -909,15 +918,17 @@ impl<R: Reactor> Shared<R> {
                 "the jobserver reached end-of-file: the make (or other server) that owns it has exited; \
                  no more tokens can be had, so stop starting jobs",
             ),
+            Failure::ServerGone => Error::new(ErrorKind::ServerGone, self.liveness.message()),
             Failure::ReadError(kind) => {
                 let detail = state.read_error.clone().unwrap_or_else(|| kind.to_string());
                 Error::new(ErrorKind::Io, format!("reading a token from the jobserver failed: {detail}"))
                     .with_source(io::Error::new(kind, detail))
             }
             Failure::NoPipe => Error::new(
-                ErrorKind::Disabled,
-                "more than one token was requested, but this process has no jobserver and only its \
-                 implicit slot; request one token at a time",
+                ErrorKind::Capacity,
+                "more than one token was requested at once, but this client has no jobserver, only \
+                 its implicit slot, so the request could never be met (Client::degraded says why \
+                 there is none; under make, mark the rule with `+`); request one token at a time",
             ),
             Failure::TooMany(units) => Error::new(
                 ErrorKind::Capacity,
@@ -1099,6 +1110,12 @@ impl<R: Reactor> Shared<R> {
 /// jobserver. No token is lost. A future that is neither polled nor dropped keeps its place and
 /// whatever was promised to it, which can hold up later requests (futurelock): drop it rather
 /// than parking it.
+///
+/// # Polling after completion
+///
+/// Once it has returned `Ready`, polling it again returns
+/// `Err` with [`ErrorKind::PolledAfterCompletion`] (every time), without a new request:
+/// it never panics and never hands out a second token.
 #[must_use = "futures do nothing unless polled"]
 pub struct Acquire<R: Reactor> {
     /// Handed to the token on completion; `None` once the future has completed.
@@ -1126,8 +1143,9 @@ impl<R: Reactor> Future for Acquire<R> {
         let this = self.get_mut();
         let Some(shared) = this.shared.as_deref() else {
             return Poll::Ready(Err(Error::new(
-                ErrorKind::Io,
-                "an Acquire future was polled after it completed",
+                ErrorKind::PolledAfterCompletion,
+                "an Acquire future was polled again after it completed (a bug in the caller: \
+                 await each acquire() once); nothing was requested",
             )));
         };
         if this.id.is_none() && this.units == 1 {
@@ -1176,6 +1194,7 @@ impl<R: Reactor> Future for Acquire<R> {
                 if this.pending_since == 0 {
                     let since = shared.epoch.elapsed().as_nanos();
                     this.pending_since = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
+                    crate::liveness::watch(this.shared.as_ref());
                 }
             }
             Some(done) => {

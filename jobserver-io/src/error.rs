@@ -24,12 +24,19 @@ pub enum ErrorKind {
     /// Not possible on this platform (a Windows semaphore on Unix, or no private reopen of an
     /// inherited pipe).
     Unsupported,
-    /// The jobserver reached end-of-file: the make (or other server) that owned it has exited.
+    /// The make (or other server) that owns the jobserver has exited: its pipe reached
+    /// end-of-file, or, for a client found in the environment, a liveness check saw the server
+    /// process exit or its fifo removed while requests waited (see
+    /// [`Client::from_env`](crate::Client::from_env), *Liveness*). No more tokens will come;
+    /// the implicit slot still works, and tokens held are still written back.
     ServerGone,
     /// More tokens than a jobserver can hold were asked for: a pool larger than its pipe
-    /// can hold, or one request for more than
-    /// [`MAX_UNITS`](crate::MAX_UNITS) tokens (`acquire_many(usize::MAX)`, say),
-    /// which could never be met and fails at once instead of waiting forever.
+    /// can hold; one request for more than
+    /// [`MAX_UNITS`](crate::MAX_UNITS) tokens (`acquire_many(usize::MAX)`, say); or a
+    /// request for more than one token at once from a client without a jobserver
+    /// ([`Mode::ImplicitOnly`](crate::Mode::ImplicitOnly): it only ever has its implicit
+    /// slot, see [`Client::degraded`](crate::Client::degraded) for why). Such a request
+    /// could never be met, so it fails at once instead of waiting forever.
     Capacity,
     /// The runtime the driver needs is not running (for example a tokio client created outside
     /// a tokio runtime).
@@ -38,6 +45,11 @@ pub enum ErrorKind {
     /// while a client of it in this process held tokens (or waited for some). Release them
     /// and call it again.
     InUse,
+    /// An [`Acquire`](crate::Acquire) future was polled again after it had completed. That is
+    /// a bug in the caller (std's futures may panic then); this one returns this error
+    /// instead, every time it is polled again, and does nothing else: no request is made and
+    /// no token is taken or given.
+    PolledAfterCompletion,
     /// Any other operating-system error.
     Io,
 }

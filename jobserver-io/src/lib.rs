@@ -29,9 +29,11 @@ pub mod blocking;
 mod client;
 mod driver;
 mod error;
+mod liveness;
 mod server;
 mod spawn;
 pub mod sys;
+mod timer;
 
 pub use client::{Client, Mode};
 pub use driver::{lost_tokens, Acquire, Filled, Metrics, Reactor, Token};

@@ -316,7 +316,8 @@ impl<R: Reactor> Server<R> {
     }
 
     /// Lets `cmd`'s child share the pool: sets `MAKEFLAGS` and `CARGO_MAKEFLAGS` to
-    /// [`Server::makeflags`], and in pipe mode makes the pipe inheritable in that child only.
+    /// [`Server::makeflags`] (and `MFLAGS` to the same, as make does: without a flag cluster
+    /// the two are equal), and in pipe mode makes the pipe inheritable in that child only.
     /// The pool stays usable for as long as `cmd` exists, even if the server is dropped
     /// first: `cmd` keeps the pipe open, or in fifo mode the fifo (its path and an open end,
     /// which holds the tokens); the fifo is removed when the last of the server, its clients

@@ -100,6 +100,9 @@ pub enum Failure {
     /// requests' total demand can still grow by without overflow; the number is what it
     /// asked for. It could never be met, so it fails at once and is never queued.
     TooMany(usize),
+    /// The adapter found the server gone although the pipe did not reach end-of-file (see
+    /// [`Machine::handle_server_gone`]): no more tokens will come.
+    ServerGone,
 }
 
 impl fmt::Display for Failure {
@@ -115,6 +118,9 @@ impl fmt::Display for Failure {
             Failure::TooMany(units) => write!(
                 f,
                 "{units} tokens were requested at once, more than any jobserver can hold (at most {MAX_UNITS} per request)",
+            ),
+            Failure::ServerGone => f.write_str(
+                "the make (or other server) that owns the jobserver has exited, although its pipe is still open",
             ),
         }
     }
@@ -268,7 +274,8 @@ struct Entry {
 ///    [`handle_would_block`](Self::handle_would_block),
 ///    [`handle_readable`](Self::handle_readable), [`handle_eof`](Self::handle_eof),
 ///    [`handle_read_error`](Self::handle_read_error),
-///    [`handle_write_error`](Self::handle_write_error).
+///    [`handle_write_error`](Self::handle_write_error); and one that answers no action,
+///    [`handle_server_gone`](Self::handle_server_gone).
 /// 3. **Output**: after every command or event, call [`poll_action`](Self::poll_action) until
 ///    it returns `None` and carry out each action before the next command or event (the
 ///    single-mutation rule). Carrying out an action may produce an event; feed it, then keep
@@ -417,7 +424,8 @@ impl Machine {
         }
     }
 
-    /// True once the pipe failed (end-of-file or a read error); see [`Machine::failure`].
+    /// True once the pipe failed (end-of-file, a read error, or the server found gone); see
+    /// [`Machine::failure`].
     pub fn is_closed(&self) -> bool {
         matches!(self.pipe, Pipe::Closed(_))
     }
@@ -679,6 +687,20 @@ impl Machine {
     /// ones.
     pub fn handle_eof(&mut self) {
         self.close(Failure::Eof);
+    }
+
+    /// The adapter found out, by other means than a read, that the server is gone: for
+    /// example the make process that owns the jobserver exited, while the pipe stays open
+    /// because this process (or a sibling) still holds a write end, so end-of-file never
+    /// comes. Treated like end-of-file, with [`Failure::ServerGone`]: waiting requests that
+    /// cannot be met from the implicit slot and the bytes held fail, and so will later ones;
+    /// bytes promised to a failed request are written back, and releases keep writing.
+    ///
+    /// Unlike the other events it answers no action: feed it whenever the adapter finds out,
+    /// between two drained steps and not while a read it asked for is under way. After the
+    /// pipe has failed it changes nothing.
+    pub fn handle_server_gone(&mut self) {
+        self.close(Failure::ServerGone);
     }
 
     /// The read failed with an error other than would-block or interrupted. Treated like

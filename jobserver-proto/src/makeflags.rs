@@ -69,6 +69,15 @@ pub struct MakeFlags {
     /// Which kinds of debugging were asked for is not kept. The encoders
     /// write the flag back as `d` (see [`encode_flags`]).
     pub debug: bool,
+    /// The variable assignments after the word `--` (make's command-line
+    /// variables, such as `FOO=bar Y=a\ b`), exactly as written in the
+    /// value: make's escapes are kept, so that writing them back after a
+    /// `--` gives a child the same variables. Empty when there are none.
+    ///
+    /// make writes them in the value it exports and a child make defines
+    /// them again; the `_with_flags` encoders write them back
+    /// ([`encode_pipe_with_flags`], [`encode_fifo_with_flags`]).
+    pub variables: Vec<u8>,
 }
 
 impl MakeFlags {
@@ -95,6 +104,7 @@ impl Default for MakeFlags {
             silent: false,
             ignore_errors: false,
             debug: false,
+            variables: Vec::new(),
         }
     }
 }
@@ -303,23 +313,44 @@ fn is_blank(b: u8) -> bool {
 /// Cuts a value into words the way make does: blanks separate words, and a
 /// backslash makes the next byte part of the word. A backslash that ends the
 /// value stays as it is. Empty words are dropped.
+#[cfg(test)]
 fn split_words(value: &[u8]) -> Vec<Vec<u8>> {
+    split_words_with_spans(value)
+        .into_iter()
+        .map(|(word, _)| word)
+        .collect()
+}
+
+/// The words of `value` as `split_words` cuts them, each with the range of
+/// its raw bytes in `value`, escapes included.
+fn split_words_with_spans(value: &[u8]) -> Vec<(Vec<u8>, std::ops::Range<usize>)> {
     let mut words = Vec::new();
     let mut word = Vec::new();
-    let mut bytes = value.iter().copied().peekable();
-    while let Some(b) = bytes.next() {
+    let mut start = 0;
+    let mut i = 0;
+    while let Some(&b) = value.get(i) {
+        if word.is_empty() && !is_blank(b) {
+            start = i;
+        }
         if b == b'\\' {
-            word.push(bytes.next().unwrap_or(b'\\'));
+            match value.get(i + 1) {
+                Some(&next) => {
+                    word.push(next);
+                    i += 1;
+                }
+                None => word.push(b),
+            }
         } else if is_blank(b) {
             if !word.is_empty() {
-                words.push(std::mem::take(&mut word));
+                words.push((std::mem::take(&mut word), start..i));
             }
         } else {
             word.push(b);
         }
+        i += 1;
     }
     if !word.is_empty() {
-        words.push(word);
+        words.push((word, start..value.len()));
     }
     words
 }
@@ -345,6 +376,8 @@ const LONG_WITH_ARGUMENT: &[&[u8]] = &[
 /// Walks the words of a value the way make's option parser would.
 struct Scanner {
     words: Vec<Vec<u8>>,
+    /// Where each word lies in the value, for the variables after `--`.
+    spans: Vec<std::ops::Range<usize>>,
     /// Index of the next word to read.
     next: usize,
     /// A `d` flag (`-d`) was seen anywhere.
@@ -352,21 +385,32 @@ struct Scanner {
     /// What the last known level of the `--debug` lists seen so far says:
     /// `Some(false)` for `n`, `Some(true)` for any other level.
     debug_level: Option<bool>,
+    /// The scan stopped at a word `--`: the words from `next` on are variables.
+    stopped_at_variables: bool,
     out: Scan,
 }
 
 fn scan(value: &[u8]) -> Scan {
+    let (words, spans) = split_words_with_spans(value).into_iter().unzip();
     let mut scanner = Scanner {
-        words: split_words(value),
+        words,
+        spans,
         next: 0,
         debug_flag: false,
         debug_level: None,
+        stopped_at_variables: false,
         out: Scan {
             flags: MakeFlags::default(),
             auth: None,
         },
     };
     scanner.run();
+    // The words after `--`, if the scan stopped there, raw as they were written.
+    if let (Some(first), Some(last)) = (scanner.spans.get(scanner.next), scanner.spans.last()) {
+        if scanner.stopped_at_variables {
+            scanner.out.flags.variables = value[first.start..last.end].to_vec();
+        }
+    }
     scanner.out
 }
 
@@ -384,6 +428,7 @@ impl Scanner {
         while let Some(word) = self.take_word() {
             if word == b"--" {
                 // Everything after this is a variable assignment.
+                self.stopped_at_variables = true;
                 break;
             } else if let Some(long) = word.strip_prefix(b"--") {
                 self.long_option(long);
@@ -877,25 +922,32 @@ pub fn encode_flags(flags: &MakeFlags) -> Vec<u8> {
 }
 
 /// Puts the flag cluster of `flags`, when it is not empty, in front of an
-/// encoded jobserver value, separated by a space, as make writes it
-/// (`dk -j4 --jobserver-auth=...`).
+/// encoded jobserver value, separated by a space, and its variables, when
+/// there are some, after it behind a word `--`, as make writes them
+/// (`dk -j4 --jobserver-auth=... -- FOO=bar`).
 fn with_flags(flags: &MakeFlags, value: Vec<u8>) -> Vec<u8> {
     let mut out = encode_flags(flags);
-    if out.is_empty() {
-        return value;
+    if !out.is_empty() {
+        out.push(b' ');
     }
-    out.push(b' ');
     out.extend_from_slice(&value);
+    if !flags.variables.is_empty() {
+        out.extend_from_slice(b" -- ");
+        out.extend_from_slice(&flags.variables);
+    }
     out
 }
 
 /// [`encode_pipe`] preceded by the one-letter flags of `flags`
-/// ([`encode_flags`]), which is where make writes them: for example
-/// `dk -j4 --jobserver-fds=3,4 --jobserver-auth=3,4`.
+/// ([`encode_flags`]) and followed by its
+/// [`variables`](MakeFlags::variables) behind a word `--`, which is where
+/// make writes them: for example
+/// `dk -j4 --jobserver-fds=3,4 --jobserver-auth=3,4 -- FOO=bar`.
 ///
-/// Only the flags are taken from `flags`: its [`auth`](MakeFlags::auth) and
-/// [`jobs`](MakeFlags::jobs) are ignored in favour of the other arguments.
-/// With no flag set, the result is exactly that of [`encode_pipe`].
+/// Only the flags and the variables are taken from `flags`: its
+/// [`auth`](MakeFlags::auth) and [`jobs`](MakeFlags::jobs) are ignored in
+/// favour of the other arguments. With no flag set and no variable, the
+/// result is exactly that of [`encode_pipe`].
 ///
 /// # Examples
 ///
@@ -917,12 +969,14 @@ pub fn encode_pipe_with_flags(
 }
 
 /// [`encode_fifo`] preceded by the one-letter flags of `flags`
-/// ([`encode_flags`]), which is where make writes them: for example
-/// `d -j4 --jobserver-auth=fifo:/tmp/GMfifo8634`.
+/// ([`encode_flags`]) and followed by its
+/// [`variables`](MakeFlags::variables) behind a word `--`, which is where
+/// make writes them: for example
+/// `d -j4 --jobserver-auth=fifo:/tmp/GMfifo8634 -- FOO=bar`.
 ///
-/// Only the flags are taken from `flags`, as with
-/// [`encode_pipe_with_flags`]; with no flag set, the result is exactly that
-/// of [`encode_fifo`].
+/// Only the flags and the variables are taken from `flags`, as with
+/// [`encode_pipe_with_flags`]; with no flag set and no variable, the result
+/// is exactly that of [`encode_fifo`].
 ///
 /// # Examples
 ///
@@ -932,6 +986,11 @@ pub fn encode_pipe_with_flags(
 /// let flags = parse(b"d")?;
 /// let value = encode_fifo_with_flags(&flags, 4.try_into().unwrap(), b"/tmp/GMfifo8634");
 /// assert_eq!(value, b"d -j4 --jobserver-auth=fifo:/tmp/GMfifo8634");
+///
+/// // make's command-line variables travel behind `--`, escapes kept.
+/// let flags = parse(b"k -j2 --jobserver-auth=fifo:/tmp/old -- Y=a\\ b FOO=bar")?;
+/// let value = encode_fifo_with_flags(&flags, 4.try_into().unwrap(), b"/tmp/new");
+/// assert_eq!(value, b"k -j4 --jobserver-auth=fifo:/tmp/new -- Y=a\\ b FOO=bar");
 /// # Ok::<(), jobserver_proto::makeflags::ParseError>(())
 /// ```
 pub fn encode_fifo_with_flags(flags: &MakeFlags, jobs: NonZeroUsize, path: &[u8]) -> Vec<u8> {
@@ -1221,5 +1280,41 @@ mod tests {
         let back = parse(&value).unwrap();
         assert_eq!(encode_flags(&back), b"dikns");
         assert_eq!(back.auth, Auth::Fifo(b"/f".to_vec()));
+
+        // Variables travel behind `--`, exactly as written (make's escapes kept).
+        let make = parse(b"k -j4 --jobserver-auth=3,4 -- Y=a\\ b FOO=bar").unwrap();
+        let value = encode_pipe_with_flags(&make, nz(4), 7, 8);
+        assert_eq!(
+            value,
+            b"k -j4 --jobserver-fds=7,8 --jobserver-auth=7,8 -- Y=a\\ b FOO=bar"
+        );
+        let back = parse(&value).unwrap();
+        assert_eq!(back.variables, make.variables);
+        assert_eq!(back.auth, Auth::Pipe { read: 7, write: 8 });
+    }
+
+    #[test]
+    fn variables_after_the_double_dash() {
+        let vars = |v: &[u8]| parse(v).unwrap().variables;
+        assert_eq!(vars(b""), b"");
+        assert_eq!(vars(b" -j4 --jobserver-auth=3,4"), b"");
+        assert_eq!(vars(b" -j4 --"), b"");
+        assert_eq!(vars(b" -j4 -- \t "), b"");
+        // Real make 4.3 / 4.4.1 output for `make -j2 'Z=a\b' 'D=x$$y' 'T=p<tab>q' E=`.
+        assert_eq!(
+            vars(b" -j2 --jobserver-auth=3,4 -- E= T=p\\\tq D=x$$$$y Z=a\\b"),
+            b"E= T=p\\\tq D=x$$$$y Z=a\\b"
+        );
+        // Blanks around the words are not part of them; an escaped blank at the end is.
+        assert_eq!(vars(b"-- \tA=1  B=2\\ "), b"A=1  B=2\\ ");
+        // A first word `--` starts the variables too.
+        assert_eq!(
+            vars(b"-- X=--jobserver-auth=1,2"),
+            b"X=--jobserver-auth=1,2"
+        );
+        // `-C --`: the `--` is -C's directory, not the end of the options.
+        assert_eq!(vars(b"-C -- X=1"), b"");
+        // A `FOO=bar` first word is a variable but not behind `--`: make does not write that.
+        assert_eq!(vars(b"FOO=bar -j2"), b"");
     }
 }

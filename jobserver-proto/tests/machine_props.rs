@@ -30,6 +30,8 @@ enum Op {
     Eof,
     ReadError,
     WriteError,
+    /// The adapter finds the server gone by other means (fed only with no read under way).
+    ServerGone,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Eof),
         1 => Just(Op::ReadError),
         1 => Just(Op::WriteError),
+        1 => Just(Op::ServerGone),
     ]
 }
 
@@ -328,6 +331,11 @@ impl Harness {
             Op::Eof => {
                 if self.read_outstanding.take().is_some() {
                     self.machine.handle_eof();
+                }
+            }
+            Op::ServerGone => {
+                if self.read_outstanding.is_none() {
+                    self.machine.handle_server_gone();
                 }
             }
             Op::ReadError => {

@@ -148,6 +148,44 @@ fn eof_fails_waiters_and_later_requests_but_not_the_implicit_slot() {
 }
 
 #[test]
+fn server_gone_fails_what_cannot_be_met_and_keeps_writing_back() {
+    let mut m = Machine::new();
+    let a = m.acquire(1);
+    let b = m.acquire(2);
+    let c = m.acquire(1);
+    let first = actions(&mut m);
+    assert!(
+        matches!(first[..], [Action::Grant(g), Action::Read { .. }] if g == a),
+        "{first:?}"
+    );
+    // One of b's two bytes arrives; the pipe then runs dry and stays open.
+    m.handle_read_drained(b"x");
+    assert_eq!(actions(&mut m), []);
+    assert_eq!(m.stats().reserved, 1);
+    m.handle_server_gone();
+    // b can no longer be met and fails; the byte promised to it meets c instead.
+    assert_eq!(
+        actions(&mut m),
+        [Action::Fail(b, Failure::ServerGone), Action::Grant(c)]
+    );
+    assert_eq!(m.failure(), Some(Failure::ServerGone));
+    let pc = granted(&mut m, c);
+    // Later requests fail at once; a second report changes nothing.
+    let d = m.acquire(1);
+    m.handle_server_gone();
+    assert_eq!(actions(&mut m), [Action::Fail(d, Failure::ServerGone)]);
+    // Releases still write back: the pipe is open for whoever remains.
+    m.release(pc);
+    assert_eq!(actions(&mut m), [Action::Write(b'x')]);
+    assert_eq!(m.stats().bytes_held, 0);
+    // The implicit slot still works once it is free.
+    let pa = granted(&mut m, a);
+    m.release(pa);
+    let e = m.acquire(1);
+    assert_eq!(actions(&mut m), [Action::Grant(e)]);
+}
+
+#[test]
 fn read_error_fails_waiters_with_its_kind() {
     let mut m = Machine::new();
     let _a = m.acquire(1);

@@ -60,6 +60,17 @@ fn ok(auth: Auth, jobs: Jobs, letters: &str) -> Expect {
     Expect::Ok(flags)
 }
 
+/// `expect` with the variables after `--`, as written.
+fn with_variables(expect: Expect, variables: &[u8]) -> Expect {
+    match expect {
+        Expect::Ok(mut flags) => {
+            flags.variables = variables.to_vec();
+            Expect::Ok(flags)
+        }
+        other => other,
+    }
+}
+
 fn vectors() -> Vec<Vector> {
     use Expect::Err;
     use ParseErrorKind::*;
@@ -88,13 +99,16 @@ fn vectors() -> Vec<Vector> {
         v(
             " -j3 --jobserver-auth=fifo:P --no-print-directory -- FOO=bar",
             b" -j3 --jobserver-auth=fifo:/tmp/GMfifo8634 --no-print-directory -- FOO=bar",
-            ok(fifo(), limited(3), ""),
+            with_variables(ok(fifo(), limited(3), ""), b"FOO=bar"),
         ),
         v(
             r" -j4 --jobserver-auth=fifo:P --no-print-directory -- Y=a\ b X=--jobserver-auth=1,2",
             b" -j4 --jobserver-auth=fifo:/tmp/GMfifo8634 --no-print-directory \
               -- Y=a\\ b X=--jobserver-auth=1,2",
-            ok(fifo(), limited(4), ""),
+            with_variables(
+                ok(fifo(), limited(4), ""),
+                b"Y=a\\ b X=--jobserver-auth=1,2",
+            ),
         ),
         v(
             " -j4 --jobserver-auth=3,4 --no-print-directory --jobserver-auth=-2,-2",

@@ -11,7 +11,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use fixture::{drive_until, poll_once, poll_until_ready, settle, within, Kind, Pool};
-use jobserver_io::{Client, ReleasePolicy, Token};
+use jobserver_io::{Client, ErrorKind, ReleasePolicy, Token};
 use jobserver_tests::Driver;
 
 jobserver_tests::conformance!(
@@ -22,6 +22,8 @@ jobserver_tests::conformance!(
     release_policy_decides_whether_a_token_passes_through_the_pipe,
     token_units_count_jobs,
     types_are_thread_safe,
+    a_completed_acquire_polled_again_is_a_typed_error,
+    several_tokens_at_once_without_a_jobserver_is_a_capacity_error,
 );
 
 fn ready<T>(poll: Poll<T>, what: &str) -> T {
@@ -241,6 +243,52 @@ fn token_units_count_jobs<D: Driver>() {
     });
 }
 
+/// Polling a completed `Acquire` again returns `PolledAfterCompletion` every time, and
+/// takes nothing: no request, no read, no second token.
+fn a_completed_acquire_polled_again_is_a_typed_error<D: Driver>() {
+    D::block_on(async {
+        let pool = Pool::<D>::new(Kind::Pipe);
+        let client = pool.client();
+        pool.put(b"a");
+        for units in [1, 2] {
+            let mut fut = client.acquire_many(units);
+            let token = poll_until_ready("the request", &mut fut)
+                .await
+                .expect("granted");
+            let before = client.stats();
+            for _ in 0..2 {
+                let err = ready(poll_once(&mut fut), "polled again").expect_err("completed");
+                assert_eq!(err.kind(), ErrorKind::PolledAfterCompletion, "{err}");
+                assert!(err.to_string().contains("polled again"), "{err}");
+            }
+            assert_eq!(client.stats(), before, "nothing was requested or read");
+            drop(token);
+        }
+        assert_eq!(pool.count(), 1, "the token went back");
+    });
+}
+
+/// With only the implicit slot, a request for several tokens at once can never be met: it
+/// fails at once with `Capacity` (not `Disabled`, which is about how the client was found),
+/// and one token at a time still works.
+fn several_tokens_at_once_without_a_jobserver_is_a_capacity_error<D: Driver>() {
+    D::block_on(async {
+        let client = Client::<D>::implicit_only(None);
+        let err = within("acquire_many(2)", client.acquire_many(2))
+            .await
+            .expect_err("cannot be met");
+        assert_eq!(err.kind(), ErrorKind::Capacity, "{err}");
+        assert!(err.to_string().contains("implicit slot"), "{err}");
+        let err = client.try_acquire_many(2).expect_err("cannot be met");
+        assert_eq!(err.kind(), ErrorKind::Capacity, "{err}");
+        let one = within("acquire_many(1)", client.acquire_many(1))
+            .await
+            .expect("the implicit slot");
+        assert_eq!(one.units(), 1);
+        assert_eq!(client.stats().waiting, 0);
+    });
+}
+
 fn types_are_thread_safe<D: Driver>() {
     fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
     fn send_static<T: Send + 'static>() {}
@@ -262,6 +310,38 @@ fn types_are_thread_safe<D: Driver>() {
             .expect("thread");
         assert_eq!(pool.count(), 1);
     });
+}
+
+/// The blocking client has every method of the async one (through `Deref`), including those
+/// the old hand-written wrapper lacked.
+#[test]
+fn blocking_client_has_every_method_of_the_async_one() {
+    use jobserver_io::blocking::{Client as Blocking, Server};
+    let server = Server::new(2).expect("a pool");
+    let client = Blocking::from(server.client().expect("a client"));
+    client.set_release_policy(ReleasePolicy::HandOff);
+    assert!(client.makeflags().is_some());
+    assert_eq!(client.var(), None, "an own pool");
+    assert_eq!(
+        client.flags().jobs,
+        jobserver_io::Jobs::Limited(2.try_into().unwrap())
+    );
+    assert_eq!(client.mode(), jobserver_io::Mode::Pipe);
+    assert!(client.take_release_error().is_none());
+    let token = client.acquire().expect("the implicit slot");
+    let more = client
+        .try_acquire_up_to(3)
+        .expect("try")
+        .expect("the pool's token");
+    assert_eq!((token.units(), more.units()), (1, 1));
+    drop((token, more));
+    // The constructors return the blocking type.
+    let alone = Blocking::implicit_only(None);
+    assert_eq!(alone.mode(), jobserver_io::Mode::ImplicitOnly);
+    let _: Result<jobserver_io::blocking::Token, _> = alone.acquire();
+    // And it converts back to the async-shaped client.
+    let inner: Client<jobserver_io::blocking::ThreadReactor> = alone.into();
+    assert_eq!(inner.stats().running, 0);
 }
 
 /// The blocking client's synchronous API, shared across threads.

@@ -144,7 +144,12 @@ fn failed_write_back_is_reported_and_retried<D: Driver>() {
         let err = client
             .take_release_error()
             .expect("the failed write is reported");
-        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
+        // The crate's own error, as everywhere else, with the OS error as its source.
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        let os = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("the io::Error of the write");
+        assert_eq!(os.kind(), std::io::ErrorKind::WouldBlock, "{err}");
         assert!(client.take_release_error().is_none(), "taken once");
 
         // release() retries the kept byte and tries its own: both fail on the full pipe.
