@@ -274,7 +274,8 @@ struct Entry {
 ///   are those of live permits plus those promised to queued requests: the first unit is the
 ///   implicit slot, every further unit is backed by one byte. So the implicit slot is never
 ///   written to the pipe, and a process never sits on a pool token that its implicit slot
-///   could cover;
+///   could cover. A machine made [without the implicit
+///   slot](Machine::without_implicit_slot) holds exactly one byte per unit in use;
 /// - every byte written is a byte that was read, unchanged, and each byte read is written at
 ///   most once: bytes read = bytes written + bytes held + bytes whose write failed (those are
 ///   kept and tried again, never dropped unless the adapter gives up on them with
@@ -306,6 +307,9 @@ pub struct Machine {
     bytes_abandoned: u64,
     /// Bytes whose write failed; given back to `bytes` at the next settle.
     unwritten: Vec<u8>,
+    /// Whether the process's implicit slot is counted in this machine (see
+    /// [`Machine::without_implicit_slot`]).
+    implicit: bool,
 }
 
 impl Default for Machine {
@@ -348,7 +352,24 @@ impl Machine {
             write_failures: 0,
             bytes_abandoned: 0,
             unwritten: Vec::new(),
+            implicit: true,
         }
+    }
+
+    /// The same machine without the process's implicit slot (builder style): every unit it
+    /// grants is backed by a byte read from the pipe.
+    ///
+    /// For a second machine on the same jobserver in one process, whose implicit slot is
+    /// already counted by the first (two clients of the same pool that cannot share one
+    /// machine, say on two different runtimes). The process then still runs at most one job
+    /// without a token, never two. When the machine that counts the slot goes away, hand the
+    /// slot to this one with [`Machine::add_implicit_slot`].
+    ///
+    /// Without a pipe as well ([`Machine::implicit_only`]), such a machine grants nothing
+    /// until it is given the slot: its requests wait.
+    pub fn without_implicit_slot(mut self) -> Self {
+        self.implicit = false;
+        self
     }
 
     /// Sets the release policy (builder style).
@@ -396,6 +417,12 @@ impl Machine {
             Pipe::Closed(failure) => Some(failure),
             _ => None,
         }
+    }
+
+    /// True if the process's implicit slot is counted in this machine: always, unless it was
+    /// made [without it](Machine::without_implicit_slot) and not given it since.
+    pub fn has_implicit_slot(&self) -> bool {
+        self.implicit
     }
 
     /// True if this machine has a jobserver pipe (open or failed), false for
@@ -589,6 +616,18 @@ impl Machine {
         lost
     }
 
+    /// Hands the process's implicit slot to a machine made [without
+    /// it](Machine::without_implicit_slot), because the machine that counted it is gone.
+    /// From now on the first unit in use needs no byte: a byte held for it is surplus and
+    /// goes to the oldest waiting request that lacks one, or back to the pipe. Does nothing
+    /// when the machine already counts the slot.
+    pub fn add_implicit_slot(&mut self) {
+        if !self.implicit {
+            self.implicit = true;
+            self.settle(false);
+        }
+    }
+
     /// Tries again now to write back bytes whose write failed (an adapter calls it when it
     /// shuts down, for a last attempt). Does nothing when there are none.
     pub fn retry_writes(&mut self) {
@@ -635,12 +674,19 @@ impl Machine {
         }
     }
 
+    /// Units in use that must be backed by a byte: all but the first when the machine counts
+    /// the implicit slot, all of them otherwise.
+    fn backed(&self) -> usize {
+        let in_use = self.running.saturating_add(self.reserved);
+        in_use.saturating_sub(usize::from(self.implicit))
+    }
+
     /// Units available without reading: the implicit slot if nothing uses it, plus held bytes
     /// that back no unit.
     fn available(&self) -> usize {
         let in_use = self.running.saturating_add(self.reserved);
-        let implicit = usize::from(in_use == 0);
-        (implicit + self.bytes.len()).saturating_sub(in_use.saturating_sub(1))
+        let implicit = usize::from(self.implicit && in_use == 0);
+        (implicit + self.bytes.len()).saturating_sub(self.backed())
     }
 
     fn grant_from_head(&mut self) {
@@ -690,7 +736,7 @@ impl Machine {
     }
 
     fn return_surplus(&mut self) {
-        let keep = self.running.saturating_add(self.reserved).saturating_sub(1);
+        let keep = self.backed();
         while self.bytes.len() > keep {
             let byte = self.bytes.pop().unwrap_or(DEFAULT_TOKEN_BYTE);
             self.bytes_written = self.bytes_written.saturating_add(1);

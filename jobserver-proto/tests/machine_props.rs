@@ -25,6 +25,8 @@ enum Op {
     Eof,
     ReadError,
     WriteError,
+    /// The process's implicit slot is handed to this machine (no effect once it has it).
+    AddImplicit,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Eof),
         1 => Just(Op::ReadError),
         1 => Just(Op::WriteError),
+        1 => Just(Op::AddImplicit),
     ]
 }
 
@@ -155,10 +158,12 @@ impl Harness {
                 + (stats.bytes_held + stats.bytes_unwritten) as u64,
             "bytes read = written + held + kept after a failed write"
         );
-        // Exactly one byte backs each unit in use beyond the implicit slot.
+        // Exactly one byte backs each unit in use beyond the implicit slot (each unit in use,
+        // for a machine without it).
+        let implicit = usize::from(self.machine.has_implicit_slot());
         assert_eq!(
             stats.bytes_held,
-            (stats.running + stats.reserved).saturating_sub(1)
+            (stats.running + stats.reserved).saturating_sub(implicit)
         );
         // Units: permits held by the harness plus granted-but-uncollected.
         let uncollected: usize = self
@@ -298,6 +303,7 @@ impl Harness {
                         .handle_read_error(std::io::ErrorKind::PermissionDenied);
                 }
             }
+            Op::AddImplicit => self.machine.add_implicit_slot(),
             Op::WriteError => {
                 // The most recent write did not reach the pipe after all.
                 if let Some(&byte) = self.write_log.last() {
@@ -374,6 +380,22 @@ proptest! {
         ops in proptest::collection::vec(op(), 0..60),
     ) {
         let mut h = Harness::new(Machine::new().with_policy(policy), &tokens);
+        for op in ops {
+            h.apply(op);
+        }
+        h.finish();
+    }
+
+    /// A second machine of the same pool in the process (its implicit slot counted
+    /// elsewhere), which may be handed the slot part-way (`Op::AddImplicit`).
+    #[test]
+    fn invariants_hold_without_the_implicit_slot(
+        policy in policy(),
+        tokens in proptest::collection::vec(any::<u8>(), 0..6),
+        ops in proptest::collection::vec(op(), 0..60),
+    ) {
+        let machine = Machine::new().with_policy(policy).without_implicit_slot();
+        let mut h = Harness::new(machine, &tokens);
         for op in ops {
             h.apply(op);
         }
