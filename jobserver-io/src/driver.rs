@@ -200,6 +200,9 @@ pub fn lost_tokens() -> u64 {
 
 /// The shared half of a client: the machine, the connection and the driver's own waker.
 pub(crate) struct Shared<R: Reactor> {
+    /// Its place among the machines of this pool in the process (see `registry`); first, so
+    /// that it leaves the registry before the connection closes.
+    pub(crate) membership: std::sync::OnceLock<crate::registry::Membership>,
     state: Mutex<State>,
     conn: Option<Conn<R>>,
     /// Woken by the reactor when the jobserver becomes readable. Holds only a weak reference,
@@ -255,6 +258,7 @@ impl<R: Reactor> std::fmt::Debug for Shared<R> {
 impl<R: Reactor> Shared<R> {
     pub(crate) fn new(machine: Machine, conn: Option<Conn<R>>) -> Arc<Self> {
         Arc::new_cyclic(|weak| Shared {
+            membership: std::sync::OnceLock::new(),
             state: Mutex::new(State {
                 machine,
                 wakers: Vec::new(),

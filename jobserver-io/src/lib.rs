@@ -29,6 +29,7 @@ pub mod blocking;
 mod client;
 mod driver;
 mod error;
+mod registry;
 mod server;
 mod spawn;
 pub mod sys;

@@ -271,6 +271,9 @@ impl<R: Reactor> Server<R> {
     /// A client for this process that shares the pool (its first token is this process's
     /// implicit slot). It keeps the pool alive.
     ///
+    /// Calling it again gives another client of the same token machine, not a second
+    /// implicit slot (see [`Client`]'s "One machine per jobserver per process").
+    ///
     /// # Errors
     ///
     /// Opening a private description fails, or the runtime is missing
@@ -309,8 +312,10 @@ impl<R: Reactor> Server<R> {
         let child = Some(self.inner.child.clone());
         let client = Client::build(Machine::new(), Some(conn), mode, None, flags, child, None);
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        clients.retain(|c| c.strong_count() > 0);
-        clients.push(client.shared_weak());
+        let shared = client.shared_weak();
+        // Clients of one pool share their state: list it once.
+        clients.retain(|c| c.strong_count() > 0 && !c.ptr_eq(&shared));
+        clients.push(shared);
         drop(clients);
         Ok(client.keep_alive(self.inner.clone()))
     }
