@@ -31,6 +31,7 @@ mod driver;
 mod error;
 mod registry;
 mod server;
+mod signals;
 mod spawn;
 pub mod sys;
 
