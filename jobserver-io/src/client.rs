@@ -185,8 +185,26 @@ pub(crate) struct Info {
 /// A jobserver client for one process, generic over the runtime's [`Reactor`].
 ///
 /// Runtime crates export it under a name of their own (`jobserver_tokio::Client`,
-/// `jobserver_smol::Client`). Clones share the same token machine and connection: a process
-/// should have one.
+/// `jobserver_smol::Client`).
+///
+/// # One machine per jobserver per process
+///
+/// Every client of the same pool in a process shares one token machine and connection:
+/// clones, and also clients made by calling [`Client::from_env`] again or
+/// [`Server::client`](crate::Server::client) again (a pool is recognised by the device and
+/// inode of its pipe or fifo). So the process has one implicit slot for the pool, not one per
+/// client, and never runs more jobs than its share; requests from all of them wait in one
+/// FIFO queue. The release policy, statistics and metrics are those of that shared machine.
+///
+/// Clients of the same pool on *different* runtimes (a tokio client and a blocking one, say)
+/// cannot share a machine, because a machine is tied to its reactor. They get one each, and
+/// the implicit slot is still counted once: the first machine of the pool counts it, every
+/// other one backs each of its units with a byte read from the pool. When the machine that
+/// counts the slot is gone (its last client and token dropped), the slot passes to another
+/// machine of the pool that is still alive. Requests on different runtimes queue separately.
+///
+/// Clients without a jobserver ([`Client::implicit_only`]) have no pool to share: each is a
+/// semaphore of one of its own.
 pub struct Client<R: Reactor> {
     shared: Arc<Shared<R>>,
     info: Arc<Info>,
@@ -485,7 +503,7 @@ impl<R: Reactor> Client<R> {
         degraded: Option<Error>,
     ) -> Self {
         Client {
-            shared: Shared::new(machine, conn),
+            shared: crate::registry::shared_for(machine, conn),
             info: Arc::new(Info {
                 mode,
                 var,
@@ -516,7 +534,8 @@ impl<R: Reactor> Client<R> {
         self
     }
 
-    /// Sets how released tokens are passed on; see [`ReleasePolicy`]. The default,
+    /// Sets how released tokens are passed on, for every client of this pool in the process
+    /// on this runtime (they share one machine); see [`ReleasePolicy`]. The default,
     /// [`ReleasePolicy::ReturnToPipe`], writes every released explicit token back to the
     /// jobserver at once, so processes waiting on it get their turn.
     pub fn set_release_policy(&self, policy: ReleasePolicy) {

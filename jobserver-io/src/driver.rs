@@ -457,6 +457,9 @@ const READ_BUF: usize = 128;
 
 /// The shared half of a client: the fast path, the machine, the connection.
 pub(crate) struct Shared<R: Reactor> {
+    /// Its place among the machines of this pool in the process (see `registry`); first, so
+    /// that it leaves the registry before the connection closes.
+    pub(crate) membership: std::sync::OnceLock<crate::registry::Membership>,
     /// The fast path's word: `PARKED`, `SLOW`, fast units held, fast grants.
     fast: AtomicU64,
     /// The bytes behind the fast units beyond the first.
@@ -518,6 +521,7 @@ impl<R: Reactor> Shared<R> {
         let handoff = machine.policy() == ReleasePolicy::HandOff;
         let direct = conn.as_ref().is_some_and(|c| c.reader.direct_io());
         let shared = Arc::new(Shared {
+            membership: std::sync::OnceLock::new(),
             fast: AtomicU64::new(0),
             stash: Stash::new(),
             fast_read: AtomicU64::new(0),
@@ -732,7 +736,10 @@ impl<R: Reactor> Shared<R> {
             return;
         }
         let mut park = 0;
-        if state.parked.is_none() && state.machine.units_in_use() == 0 {
+        if state.parked.is_none()
+            && state.machine.units_in_use() == 0
+            && state.machine.has_implicit_slot()
+        {
             let id = state.machine.acquire(1);
             match state.machine.take_outcome(id) {
                 Outcome::Granted(permit) => {

@@ -14,6 +14,7 @@ use jobserver_proto::{Machine, PoolPlan, Report, Resize, DEFAULT_TOKEN_BYTE};
 use crate::client::{ChildEnv, Client, Mode};
 use crate::driver::{Conn, Reactor, Shared};
 use crate::error::{Error, ErrorKind};
+use crate::signals::RemoveOnSignal;
 use crate::sys::{self, Access, FifoOpenError};
 
 enum Pool {
@@ -36,10 +37,13 @@ enum Pool {
 struct FifoFile {
     path: PathBuf,
     fd: OwnedFd,
+    /// Removes the fifo if a fatal signal ends the process first (see `signals`).
+    on_signal: Option<RemoveOnSignal>,
 }
 
 impl Drop for FifoFile {
     fn drop(&mut self) {
+        drop(self.on_signal.take());
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -137,8 +141,15 @@ fn write_tokens(fd: BorrowedFd<'_>, count: usize) -> (usize, Option<io::Error>) 
 /// clients from [`Server::client`].
 ///
 /// A fifo pool's fifo is removed when the last of the server, its clients and the commands
-/// configured for it is dropped. A process killed by `SIGKILL` (or any exit that skips
-/// destructors) leaves it behind in the temporary directory.
+/// configured for it is dropped, and, as GNU make 4.4 does, when `SIGHUP`, `SIGINT`,
+/// `SIGQUIT` or `SIGTERM` ends the process first. For that, the first fifo pool installs a
+/// handler for those signals (not for one that is ignored then) that removes the process's
+/// fifos and then chains to the handler it replaced, or, if it replaced the default action,
+/// re-raises the signal with the default so that the process still dies of it. An
+/// application's own handler (`tokio::signal`, `signal-hook`, installed before or after)
+/// still decides what the signal does; the fifo is gone by then, while its open descriptors
+/// keep working. A process killed by `SIGKILL` (or any other exit that skips destructors)
+/// leaves the fifo behind in the temporary directory.
 ///
 /// Every descriptor a server creates is numbered 3 or above, even in a process that runs
 /// with its standard streams closed (see [`sys::MIN_FD`]).
@@ -236,6 +247,7 @@ impl<R: Reactor> Server<R> {
     pub fn new_fifo(jobs: usize) -> Result<Self, Error> {
         let path = sys::create_fifo(&std::env::temp_dir())
             .map_err(|e| Error::io("creating the jobserver fifo", e))?;
+        let on_signal = RemoveOnSignal::register(&path);
         let cleanup = |err: Error| {
             let _ = std::fs::remove_file(&path);
             err
@@ -247,7 +259,11 @@ impl<R: Reactor> Server<R> {
             })
             .map_err(cleanup)?;
         let plan = plan_and_preload(jobs, fd.as_fd(), fd.as_fd()).map_err(cleanup)?;
-        let fifo = Arc::new(FifoFile { path, fd });
+        let fifo = Arc::new(FifoFile {
+            path,
+            fd,
+            on_signal,
+        });
         let child = ChildEnv::fifo(
             Jobs::Limited(plan.jobs()),
             fifo.path.as_os_str().as_encoded_bytes(),
@@ -270,6 +286,9 @@ impl<R: Reactor> Server<R> {
 
     /// A client for this process that shares the pool (its first token is this process's
     /// implicit slot). It keeps the pool alive.
+    ///
+    /// Calling it again gives another client of the same token machine, not a second
+    /// implicit slot (see [`Client`]'s "One machine per jobserver per process").
     ///
     /// # Errors
     ///
@@ -309,8 +328,10 @@ impl<R: Reactor> Server<R> {
         let child = Some(self.inner.child.clone());
         let client = Client::build(Machine::new(), Some(conn), mode, None, flags, child, None);
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        clients.retain(|c| c.strong_count() > 0);
-        clients.push(client.shared_weak());
+        let shared = client.shared_weak();
+        // Clients of one pool share their state: list it once.
+        clients.retain(|c| c.strong_count() > 0 && !c.ptr_eq(&shared));
+        clients.push(shared);
         drop(clients);
         Ok(client.keep_alive(self.inner.clone()))
     }

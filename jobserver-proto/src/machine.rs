@@ -290,7 +290,8 @@ struct Entry {
 ///   are those of live permits plus those promised to queued requests: the first unit is the
 ///   implicit slot, every further unit is backed by one byte. So the implicit slot is never
 ///   written to the pipe, and a process never sits on a pool token that its implicit slot
-///   could cover;
+///   could cover. A machine made [without the implicit
+///   slot](Machine::without_implicit_slot) holds exactly one byte per unit in use;
 /// - every byte written is a byte that was read (or adopted), unchanged, and each is written
 ///   at most once: bytes read + bytes adopted = bytes written + bytes held + bytes whose write
 ///   failed (those are kept and tried again, never dropped unless the adapter gives up on
@@ -342,6 +343,9 @@ pub struct Machine {
     /// Reading is paused after [`Machine::yield_partial`], until [`Machine::resume`] or until
     /// that request leaves the queue.
     paused: bool,
+    /// Whether the process's implicit slot is counted in this machine (see
+    /// [`Machine::without_implicit_slot`]).
+    implicit: bool,
 }
 
 impl Default for Machine {
@@ -386,7 +390,24 @@ impl Machine {
             bytes_adopted: 0,
             unwritten: Vec::new(),
             paused: false,
+            implicit: true,
         }
+    }
+
+    /// The same machine without the process's implicit slot (builder style): every unit it
+    /// grants is backed by a byte read from the pipe.
+    ///
+    /// For a second machine on the same jobserver in one process, whose implicit slot is
+    /// already counted by the first (two clients of the same pool that cannot share one
+    /// machine, say on two different runtimes). The process then still runs at most one job
+    /// without a token, never two. When the machine that counts the slot goes away, hand the
+    /// slot to this one with [`Machine::add_implicit_slot`].
+    ///
+    /// Without a pipe as well ([`Machine::implicit_only`]), such a machine grants nothing
+    /// until it is given the slot: its requests wait.
+    pub fn without_implicit_slot(mut self) -> Self {
+        self.implicit = false;
+        self
     }
 
     /// Sets the release policy (builder style).
@@ -438,6 +459,12 @@ impl Machine {
         }
     }
 
+    /// True if the process's implicit slot is counted in this machine: always, unless it was
+    /// made [without it](Machine::without_implicit_slot) and not given it since.
+    pub fn has_implicit_slot(&self) -> bool {
+        self.implicit
+    }
+
     /// True if this machine has a jobserver pipe (open or failed), false for
     /// [`Machine::implicit_only`].
     pub fn has_pipe(&self) -> bool {
@@ -470,7 +497,7 @@ impl Machine {
         if self.head == NIL {
             return 0;
         }
-        if self.running > 0 {
+        if self.running > 0 || !self.implicit {
             self.reserved
         } else {
             self.reserved.saturating_sub(1)
@@ -734,6 +761,18 @@ impl Machine {
         lost
     }
 
+    /// Hands the process's implicit slot to a machine made [without
+    /// it](Machine::without_implicit_slot), because the machine that counted it is gone.
+    /// From now on the first unit in use needs no byte: a byte held for it is surplus and
+    /// goes to the oldest waiting request that lacks one, or back to the pipe. Does nothing
+    /// when the machine already counts the slot.
+    pub fn add_implicit_slot(&mut self) {
+        if !self.implicit {
+            self.implicit = true;
+            self.settle(false);
+        }
+    }
+
     /// Tries again now to write back bytes whose write failed (an adapter calls it when it
     /// shuts down, for a last attempt). Does nothing when there are none.
     pub fn retry_writes(&mut self) {
@@ -781,12 +820,19 @@ impl Machine {
         }
     }
 
+    /// Units in use that must be backed by a byte: all but the first when the machine counts
+    /// the implicit slot, all of them otherwise.
+    fn backed(&self) -> usize {
+        let in_use = self.running.saturating_add(self.reserved);
+        in_use.saturating_sub(usize::from(self.implicit))
+    }
+
     /// Units available without reading: the implicit slot if nothing uses it, plus held bytes
     /// that back no unit.
     fn available(&self) -> usize {
         let in_use = self.running.saturating_add(self.reserved);
-        let implicit = usize::from(in_use == 0);
-        (implicit + self.bytes.len()).saturating_sub(in_use.saturating_sub(1))
+        let implicit = usize::from(self.implicit && in_use == 0);
+        (implicit + self.bytes.len()).saturating_sub(self.backed())
     }
 
     fn grant_from_head(&mut self) {
@@ -844,7 +890,7 @@ impl Machine {
     }
 
     fn return_surplus(&mut self) {
-        let keep = self.running.saturating_add(self.reserved).saturating_sub(1);
+        let keep = self.backed();
         while self.bytes.len() > keep {
             let byte = self.bytes.pop().unwrap_or(DEFAULT_TOKEN_BYTE);
             self.bytes_written = self.bytes_written.saturating_add(1);

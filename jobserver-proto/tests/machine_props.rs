@@ -32,6 +32,8 @@ enum Op {
     WriteError,
     /// The adapter finds the server gone by other means (fed only with no read under way).
     ServerGone,
+    /// The process's implicit slot is handed to this machine (no effect once it has it).
+    AddImplicit,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -55,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ReadError),
         1 => Just(Op::WriteError),
         1 => Just(Op::ServerGone),
+        1 => Just(Op::AddImplicit),
     ]
 }
 
@@ -170,10 +173,12 @@ impl Harness {
                 + (stats.bytes_held + stats.bytes_unwritten) as u64,
             "bytes read = written + held + kept after a failed write"
         );
-        // Exactly one byte backs each unit in use beyond the implicit slot.
+        // Exactly one byte backs each unit in use beyond the implicit slot (each unit in use,
+        // for a machine without it).
+        let implicit = usize::from(self.machine.has_implicit_slot());
         assert_eq!(
             stats.bytes_held,
-            (stats.running + stats.reserved).saturating_sub(1)
+            (stats.running + stats.reserved).saturating_sub(implicit)
         );
         // Units: permits held by the harness plus granted-but-uncollected.
         let uncollected: usize = self
@@ -200,7 +205,10 @@ impl Harness {
         }
         // No lost wake-up: while demand is unmet on an open pipe, either a read is outstanding
         // or the adapter waits for readiness (and will call handle_readable).
-        if stats.unmet > 0 && self.has_pipe && !self.machine.is_closed() && !self.machine.is_paused()
+        if stats.unmet > 0
+            && self.has_pipe
+            && !self.machine.is_closed()
+            && !self.machine.is_paused()
         {
             assert!(
                 self.read_outstanding.is_some() || self.armed,
@@ -344,6 +352,7 @@ impl Harness {
                         .handle_read_error(std::io::ErrorKind::PermissionDenied);
                 }
             }
+            Op::AddImplicit => self.machine.add_implicit_slot(),
             Op::WriteError => {
                 // The most recent write did not reach the pipe after all.
                 if let Some(&byte) = self.write_log.last() {
@@ -420,6 +429,22 @@ proptest! {
         ops in proptest::collection::vec(op(), 0..60),
     ) {
         let mut h = Harness::new(Machine::new().with_policy(policy), &tokens);
+        for op in ops {
+            h.apply(op);
+        }
+        h.finish();
+    }
+
+    /// A second machine of the same pool in the process (its implicit slot counted
+    /// elsewhere), which may be handed the slot part-way (`Op::AddImplicit`).
+    #[test]
+    fn invariants_hold_without_the_implicit_slot(
+        policy in policy(),
+        tokens in proptest::collection::vec(any::<u8>(), 0..6),
+        ops in proptest::collection::vec(op(), 0..60),
+    ) {
+        let machine = Machine::new().with_policy(policy).without_implicit_slot();
+        let mut h = Harness::new(machine, &tokens);
         for op in ops {
             h.apply(op);
         }

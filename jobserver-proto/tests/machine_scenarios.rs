@@ -430,3 +430,95 @@ fn abandoned_bytes_are_counted() {
     assert_eq!(actions(&mut m), [], "nothing left to write");
     assert_eq!(m.abandon_unwritten(), 0);
 }
+
+/// A second machine on the same pool, whose process's implicit slot another machine counts:
+/// its first request reads a byte, and every unit it grants is backed by one.
+#[test]
+fn without_implicit_slot_every_unit_is_a_byte() {
+    let mut m = Machine::new().without_implicit_slot();
+    assert!(!m.has_implicit_slot());
+    let a = m.acquire(1);
+    assert_eq!(
+        actions(&mut m),
+        [Action::Read { max: 1 }],
+        "no implicit slot to grant without a read"
+    );
+    m.handle_read(b"x");
+    assert_eq!(actions(&mut m), [Action::Grant(a)]);
+    let pa = granted(&mut m, a);
+    assert_eq!(m.stats().bytes_held, 1);
+    m.release(pa);
+    assert_eq!(
+        actions(&mut m),
+        [Action::Write(b'x')],
+        "the only unit's byte goes back"
+    );
+    assert_eq!(m.stats().bytes_held, 0);
+}
+
+/// With the pipe gone, such a machine fails a request it could otherwise have met from the
+/// implicit slot: the slot is not its to give.
+#[test]
+fn without_implicit_slot_eof_fails_the_first_request() {
+    let mut m = Machine::new().without_implicit_slot();
+    let a = m.acquire(1);
+    let _ = actions(&mut m);
+    m.handle_eof();
+    assert_eq!(actions(&mut m), [Action::Fail(a, Failure::Eof)]);
+}
+
+/// The machine that counted the slot is gone: the slot passes to this one. A byte held for
+/// its first unit becomes surplus and goes to the oldest request that lacks one.
+#[test]
+fn add_implicit_slot_frees_a_byte_for_a_waiter() {
+    let mut m = Machine::new().without_implicit_slot();
+    let a = m.acquire(1);
+    assert_eq!(actions(&mut m), [Action::Read { max: 1 }]);
+    let b = m.acquire(1);
+    assert_eq!(actions(&mut m), [], "one read at a time");
+    m.handle_read(b"x");
+    assert_eq!(actions(&mut m), [Action::Grant(a), Action::Read { max: 1 }]);
+    m.handle_would_block();
+    let pa = granted(&mut m, a);
+    m.add_implicit_slot();
+    assert!(m.has_implicit_slot());
+    assert_eq!(
+        actions(&mut m),
+        [Action::Grant(b)],
+        "a's byte now backs b's unit; a runs on the implicit slot"
+    );
+    let pb = granted(&mut m, b);
+    assert_eq!(m.stats().bytes_held, 1);
+    m.release(pa);
+    m.release(pb);
+    assert_eq!(actions(&mut m), [Action::Write(b'x')]);
+    m.add_implicit_slot();
+    assert_eq!(actions(&mut m), [], "a second hand-over changes nothing");
+}
+
+/// Given the slot while nothing is in use and nobody waits, a machine holds nothing.
+#[test]
+fn add_implicit_slot_when_idle_then_grants_without_io() {
+    let mut m = Machine::new().without_implicit_slot();
+    m.add_implicit_slot();
+    assert_eq!(actions(&mut m), []);
+    let a = m.acquire(1);
+    assert_eq!(actions(&mut m), [Action::Grant(a)]);
+    let pa = granted(&mut m, a);
+    m.release(pa);
+    assert_eq!(actions(&mut m), []);
+}
+
+/// Without a pipe and without the slot, requests wait for the slot instead of failing.
+#[test]
+fn implicit_only_without_the_slot_waits_for_it() {
+    let mut m = Machine::implicit_only().without_implicit_slot();
+    let a = m.acquire(1);
+    assert_eq!(actions(&mut m), [], "no I/O, no grant");
+    assert_eq!(m.take_outcome(a), Outcome::Pending);
+    m.add_implicit_slot();
+    assert_eq!(actions(&mut m), [Action::Grant(a)]);
+    let pa = granted(&mut m, a);
+    m.release(pa);
+    assert_eq!(actions(&mut m), []);
+}

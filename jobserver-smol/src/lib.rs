@@ -18,6 +18,11 @@
 //! with async-io's global reactor. Token accounting lives in `jobserver-proto`; this crate
 //! only supplies a [`Reactor`](jobserver_io::Reactor) on `async_io::Async`.
 //!
+//! A client never outlives its reactor: async-io's reactor is global and lives as long as the
+//! process, so a client made under one executor (or thread) keeps working under any other,
+//! and needs nothing like the re-registration a tokio client does when its runtime is
+//! dropped.
+//!
 //! Spawning children that share the pool: configure a `std::process::Command` with
 //! [`Client::configure`] and convert it, or (with the default `process` feature) use
 //! `command` for an `async_process::Command` and `spawn_with_token` for a child that holds

@@ -27,6 +27,10 @@
 //! [`Acquire`] future never loses a token. The token accounting lives in `jobserver-proto`;
 //! this crate only supplies a [`Reactor`](jobserver_io::Reactor) on tokio's `AsyncFd`.
 //!
+//! A client outlives the runtime it was made in: once that runtime is dropped, it registers
+//! again with the runtime it is used from (see [`TokioReactor`]), so a client kept in a
+//! `static` and shared by several `#[tokio::test]`s works.
+//!
 //! Spawning children that share the pool: [`Client::configure`] (or [`Server::configure`])
 //! takes a `std::process::Command`; for `tokio::process::Command` pass `cmd.as_std_mut()`.
 //!
@@ -40,85 +44,236 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use jobserver_io::blocking::ThreadReactor;
 use jobserver_io::Filled;
 
 jobserver_io::adapter_api!(TokioReactor, "tokio");
 
 /// Reads the jobserver through tokio's reactor (`AsyncFd`).
+///
+/// # A client outlives its runtime
+///
+/// The descriptor is registered with the runtime the client is made in. When that runtime is
+/// dropped (tokio then fails every registration with it: "A Tokio 1.x context was found, but
+/// it is being shutdown"), the next read registers the descriptor again with the runtime it
+/// is called from. So a client made in one runtime keeps working in the next one, as a client
+/// in a `static` shared by several `#[tokio::test]`s must. While no runtime is available to
+/// register with (the client used from a plain thread, or inside a runtime that is shutting
+/// down), the client waits for the jobserver with a helper thread, as the blocking client
+/// does, and moves back to tokio at the first read made inside a runtime. No token is lost on
+/// the way, and a request does not fail because a runtime went away.
+///
+/// A runtime that lives on but is no longer driven (a current-thread runtime outside
+/// `block_on`) is not gone: a client registered with it waits for readiness through it.
+///
+/// The check costs nothing on the hot path: it is made only when tokio reports the
+/// registration dead. [`Reactor::fd`](jobserver_io::Reactor::fd) is the same descriptor
+/// throughout, whatever the registration; each registration is a duplicate of it (the same
+/// open file description, so nothing about its flags changes).
 #[derive(Debug)]
 pub struct TokioReactor {
-    fd: AsyncFd<OwnedFd>,
+    /// The private, non-blocking description of the jobserver's read side: what `fd()`
+    /// gives, the same for the reactor's whole life.
+    fd: OwnedFd,
+    /// How readiness is waited for now. Only `poll_read` takes the lock, and the driver calls
+    /// it from one place at a time, so it is never contended.
+    watch: Mutex<Watch>,
+}
+
+/// Who waits for readiness on the jobserver's behalf.
+#[derive(Debug)]
+enum Watch {
+    /// A runtime's reactor, through a duplicate of the descriptor.
+    Tokio(AsyncFd<OwnedFd>),
+    /// A helper thread: the runtime registered with is gone and none was available.
+    Thread {
+        reactor: ThreadReactor,
+        /// Whether a read inside a runtime should move back to it. Cleared after a runtime
+        /// without I/O was met (each try would make tokio panic, caught but reported by the
+        /// panic hook): the helper thread then stays.
+        retry: bool,
+    },
+}
+
+/// A duplicate of `fd`: the same open file description, close-on-exec, numbered 3 or above
+/// (std's `F_DUPFD_CLOEXEC` starts at 3, as `jobserver_io::sys::MIN_FD`).
+fn duplicate(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+/// Why [`register_with_current`] could not register.
+enum Unregistered {
+    /// No runtime is current.
+    NoRuntime,
+    /// The current runtime was built without I/O (tokio panics on it: caught).
+    NoIo,
+    /// Duplicating the descriptor or registering it failed (a runtime shutting down, say).
+    Failed(Error),
+}
+
+impl From<Unregistered> for Error {
+    fn from(why: Unregistered) -> Error {
+        match why {
+            Unregistered::NoRuntime => Error::new(
+                ErrorKind::NoRuntime,
+                "a jobserver_tokio client must be created inside a tokio runtime (with I/O enabled)",
+            ),
+            Unregistered::NoIo => Error::new(
+                ErrorKind::NoRuntime,
+                "the tokio runtime has no I/O driver: build it with `enable_io()` (or `enable_all()`)",
+            ),
+            Unregistered::Failed(e) => e,
+        }
+    }
+}
+
+/// The current runtime's reactor, watching a new duplicate of `fd`.
+fn register_with_current(fd: BorrowedFd<'_>) -> Result<AsyncFd<OwnedFd>, Unregistered> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Unregistered::NoRuntime);
+    }
+    let dup = duplicate(fd).map_err(|e| {
+        Unregistered::Failed(Error::io(
+            "duplicating the jobserver descriptor for tokio's reactor",
+            e,
+        ))
+    })?;
+    let register = std::panic::AssertUnwindSafe(move || {
+        // SAFETY: `OwnedFd` owns an open descriptor that it never replaces; it stays open
+        // and names the same description until the `AsyncFd` (its only owner) is dropped.
+        unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
+    });
+    // tokio panics instead of failing when the runtime was built without I/O.
+    match std::panic::catch_unwind(register) {
+        Ok(Ok(fd)) => Ok(fd),
+        Ok(Err(e)) => Err(Unregistered::Failed(Error::io(
+            "registering the jobserver with tokio's reactor",
+            io::Error::from(e),
+        ))),
+        Err(_) => Err(Unregistered::NoIo),
+    }
+}
+
+/// What a read through a registration came to: done, or the registration's runtime is gone.
+enum Read {
+    Done(Poll<io::Result<Filled>>),
+    RuntimeGone,
+}
+
+/// One read through tokio's readiness for `registered`, reading from `fd` (the same
+/// description).
+fn poll_read_tokio(
+    registered: &AsyncFd<OwnedFd>,
+    fd: BorrowedFd<'_>,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Read {
+    loop {
+        let mut guard = match registered.poll_read_ready(cx) {
+            Poll::Ready(Ok(guard)) => guard,
+            // tokio's only error here: its I/O driver has shut down.
+            Poll::Ready(Err(_)) => return Read::RuntimeGone,
+            Poll::Pending => {
+                // Registered. tokio has seen no readiness since the pipe was last found
+                // empty; try once anyway (first use, or bytes not reported yet).
+                return Read::Done(match jobserver_io::sys::read(fd, buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                    Ok(n) => Poll::Ready(Ok(Filled {
+                        len: n,
+                        armed: n > 0 && n < buf.len(),
+                    })),
+                    Err(e) => Poll::Ready(Err(e)),
+                });
+            }
+        };
+        match guard.try_io(|_| jobserver_io::sys::read(fd, buf)) {
+            Ok(Ok(n)) if n > 0 && n < buf.len() => {
+                // A short read: the pipe ran empty. Clear the readiness seen before the
+                // read (tokio keeps any newer event) and register for the next one.
+                guard.clear_ready();
+                drop(guard);
+                let armed = registered.poll_read_ready(cx).is_pending();
+                return Read::Done(Poll::Ready(Ok(Filled { len: n, armed })));
+            }
+            Ok(done) => return Read::Done(Poll::Ready(done.map(Filled::unarmed))),
+            // try_io cleared the stale readiness; poll again to register.
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+impl TokioReactor {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watch> {
+        // Only ever replaced whole, so a poisoned lock still holds a usable value.
+        self.watch.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl jobserver_io::Reactor for TokioReactor {
     fn register(fd: OwnedFd) -> Result<Self, Error> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::new(
-                ErrorKind::NoRuntime,
-                "a jobserver_tokio client must be created inside a tokio runtime (with I/O enabled)",
-            ));
-        }
-        let register = std::panic::AssertUnwindSafe(move || {
-            // SAFETY: `OwnedFd` owns an open descriptor that it never replaces; it stays open
-            // and names the same description until the `AsyncFd` (its only owner) is dropped.
-            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-        });
-        // tokio panics instead of failing when the runtime was built without I/O.
-        let fd = match std::panic::catch_unwind(register) {
-            Ok(Ok(fd)) => fd,
-            Ok(Err(e)) => {
-                return Err(Error::io("registering the jobserver with tokio's reactor", io::Error::from(e)))
-            }
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::NoRuntime,
-                    "the tokio runtime has no I/O driver: build it with `enable_io()` (or `enable_all()`)",
-                ))
-            }
-        };
-        Ok(TokioReactor { fd })
+        let registered = register_with_current(fd.as_fd()).map_err(Error::from)?;
+        Ok(TokioReactor {
+            fd,
+            watch: Mutex::new(Watch::Tokio(registered)),
+        })
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.get_ref().as_fd()
+        self.fd.as_fd()
     }
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
-        loop {
-            let mut guard = match self.fd.poll_read_ready(cx) {
-                Poll::Ready(Ok(guard)) => guard,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    // Registered. tokio has seen no readiness since the pipe was last found
-                    // empty; try once anyway (first use, or bytes not reported yet).
-                    return match jobserver_io::sys::read(self.fd(), buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
-                        Ok(n) => Poll::Ready(Ok(Filled {
-                            len: n,
-                            armed: n > 0 && n < buf.len(),
-                        })),
-                        Err(e) => Poll::Ready(Err(e)),
-                    };
+        let mut watch = self.lock();
+        let retry = match &*watch {
+            Watch::Tokio(registered) => match poll_read_tokio(registered, self.fd.as_fd(), cx, buf)
+            {
+                Read::Done(poll) => return poll,
+                Read::RuntimeGone => true,
+            },
+            Watch::Thread { retry, .. } => *retry,
+        };
+        // Off the hot path: the runtime registered with is gone, or a helper thread waits
+        // because none was available. Move to the current runtime if there is one.
+        let mut no_io = false;
+        if retry {
+            match register_with_current(self.fd.as_fd()) {
+                Ok(registered) => {
+                    let read = poll_read_tokio(&registered, self.fd.as_fd(), cx, buf);
+                    if let Read::Done(poll) = read {
+                        // The old registration (and its duplicate, or the helper thread) go;
+                        // `self.fd` stays.
+                        *watch = Watch::Tokio(registered);
+                        return poll;
+                    }
+                    // A runtime that is shutting down already: no better than none.
                 }
-            };
-            match guard.try_io(|fd| jobserver_io::sys::read(fd.get_ref().as_fd(), buf)) {
-                Ok(Ok(n)) if n > 0 && n < buf.len() => {
-                    // A short read: the pipe ran empty. Clear the readiness seen before the
-                    // read (tokio keeps any newer event) and register for the next one.
-                    guard.clear_ready();
-                    drop(guard);
-                    let armed = self.fd.poll_read_ready(cx).is_pending();
-                    return Poll::Ready(Ok(Filled { len: n, armed }));
-                }
-                Ok(done) => return Poll::Ready(done.map(Filled::unarmed)),
-                // try_io cleared the stale readiness; poll again to register.
-                Err(_would_block) => continue,
+                Err(Unregistered::NoIo) => no_io = true,
+                Err(Unregistered::NoRuntime | Unregistered::Failed(_)) => {}
             }
+        }
+        if let Watch::Thread { reactor, retry } = &mut *watch {
+            *retry &= !no_io;
+            return reactor.poll_read(cx, buf);
+        }
+        let reactor = duplicate(self.fd.as_fd()).and_then(|dup| {
+            ThreadReactor::register(dup).map_err(|e| io::Error::other(e.to_string()))
+        });
+        match reactor {
+            Ok(reactor) => {
+                let poll = reactor.poll_read(cx, buf);
+                *watch = Watch::Thread {
+                    reactor,
+                    retry: !no_io,
+                };
+                poll
+            }
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 }
