@@ -265,6 +265,78 @@ pub(crate) struct State {
     parked: Option<Permit>,
     /// Bytes the fast path read and then handed to the machine.
     adopted: u64,
+    /// The rule against hold-and-wait across processes (see [`PartialHold`]).
+    hold: PartialHold,
+}
+
+/// How long the oldest request may hold part of a multi-token request from the jobserver
+/// while it waits for the rest, before it gives that part back.
+pub(crate) const PARTIAL_HOLD: Duration = Duration::from_millis(500);
+
+/// The first back-off after a partial grant was given back; it doubles with each further
+/// give-back of the same request, up to 16 times, and is jittered by ±50 %.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// The driver's side of [`Machine::yield_partial`]: when the oldest request started holding a
+/// partial grant, how often it gave one back, and the timer that brings the driver back.
+///
+/// The rule: a request that holds jobserver bytes for part of its demand for longer than
+/// [`PARTIAL_HOLD`] gives them back (keeping its place in the local queue and the implicit
+/// slot), waits a jittered, growing back-off, and collects again. So two processes that each
+/// want more than half of the pool cannot hold each other's tokens for ever, and make's own
+/// jobs get the tokens back in the meantime.
+#[derive(Debug, Default)]
+struct PartialHold {
+    /// The request that holds (or held) a partial grant.
+    head: Option<WaiterId>,
+    /// When it started holding the current partial grant.
+    since: Option<Instant>,
+    /// How many times it gave a partial grant back.
+    yields: u32,
+    /// The end of the current back-off.
+    backoff_until: Option<Instant>,
+    /// The timer armed for the next deadline, and that deadline.
+    timer: Option<(Instant, crate::timer::TimerHandle)>,
+    /// A cheap pseudo-random state for the jitter.
+    seed: u64,
+}
+
+impl PartialHold {
+    fn backoff(&mut self) -> Duration {
+        if self.seed == 0 {
+            self.seed = u64::from(std::process::id()) | 1;
+        }
+        // xorshift64
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let base = BACKOFF * (1u32 << self.yields.saturating_sub(1).min(4));
+        // 50 % .. 150 % of the base.
+        let permille = 500 + u32::try_from(self.seed % 1000).unwrap_or(0);
+        base * permille / 1000
+    }
+}
+
+/// Woken by the timer of [`PartialHold`]: flags the driver and wakes the oldest waiter, so
+/// that a lock holder looks at the deadline.
+struct TimerDue(Arc<Signal>);
+
+impl Wake for TimerDue {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.timer_due.store(true, Ordering::SeqCst);
+        let taken = match self.0.next.try_lock() {
+            Ok(mut next) => next.take(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some((_, waker)) = taken {
+            wake_catching(waker);
+        }
+    }
 }
 
 /// How long requests waited for tokens, and the peaks of one client (and its clones).
@@ -382,6 +454,8 @@ struct Signal {
     woken: AtomicU64,
     /// The request to wake at the next readiness (the oldest waiting one), with its waker.
     next: Mutex<Option<(WaiterId, Waker)>>,
+    /// A deadline of [`PartialHold`] passed.
+    timer_due: AtomicBool,
 }
 
 fn woken_bits(id: WaiterId) -> u64 {
@@ -540,6 +614,7 @@ impl<R: Reactor> Shared<R> {
                 metrics: Metrics::default(),
                 parked: None,
                 adopted: 0,
+                hold: PartialHold::default(),
             }),
             conn,
             epoch: Instant::now(),
@@ -725,6 +800,67 @@ impl<R: Reactor> Shared<R> {
         }
     }
 
+    /// Applies the rule of [`PartialHold`], under the lock. Reads the clock only while the
+    /// oldest request holds a partial grant, is backing off, or a deadline passed.
+    fn check_partial(&self, state: &mut State) {
+        let due = self.signal.timer_due.load(Ordering::Relaxed)
+            && self.signal.timer_due.swap(false, Ordering::SeqCst);
+        let partial = state.machine.partial_bytes() > 0;
+        let paused = state.machine.is_paused();
+        let hold = &mut state.hold;
+        if !due && !partial && !paused && hold.since.is_none() && hold.backoff_until.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let head = state.machine.oldest_waiter();
+        if hold.head != head {
+            hold.head = head;
+            hold.since = None;
+            hold.yields = 0;
+        }
+        let next = if paused {
+            match hold.backoff_until {
+                Some(until) if now < until => Some(until),
+                _ => {
+                    hold.backoff_until = None;
+                    state.machine.resume();
+                    None
+                }
+            }
+        } else if partial {
+            hold.backoff_until = None;
+            let since = *hold.since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= PARTIAL_HOLD {
+                hold.since = None;
+                hold.yields = hold.yields.saturating_add(1);
+                let until = now + hold.backoff();
+                hold.backoff_until = Some(until);
+                state.machine.yield_partial();
+                #[cfg(feature = "tracing")]
+                tracing::debug!(
+                    yields = hold.yields,
+                    "a partial multi-token grant held too long was given back"
+                );
+                Some(until)
+            } else {
+                Some(since + PARTIAL_HOLD)
+            }
+        } else {
+            hold.since = None;
+            hold.backoff_until = None;
+            None
+        };
+        match next {
+            Some(at) if hold.timer.as_ref().is_none_or(|(t, _)| *t != at) => {
+                let waker = Waker::from(Arc::new(TimerDue(self.signal.clone())));
+                // Without a timer thread the rule waits for the next lock holder instead.
+                hold.timer = crate::timer::wake_at(at, waker).ok().map(|h| (at, h));
+            }
+            Some(_) => {}
+            None => hold.timer = None,
+        }
+    }
+
     /// Keeps the fast path's flags in line with the machine, under the lock: `SLOW` while a
     /// request waits (or a byte waits to be written again); otherwise the implicit slot parked
     /// with the fast path (if the machine has it free) and `SLOW` cleared.
@@ -808,6 +944,7 @@ impl<R: Reactor> Shared<R> {
             {
                 state.machine.handle_readable();
             }
+            self.check_partial(&mut state);
             self.sync_fast(&mut state);
             let mut writes = Vec::new();
             let mut read = None;
