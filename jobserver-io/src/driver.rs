@@ -1253,7 +1253,9 @@ impl<R: Reactor> Shared<R> {
 /// any token already granted or promised to it goes to the next waiting request or back to the
 /// jobserver. No token is lost. A future that is neither polled nor dropped keeps its place and
 /// whatever was promised to it, which can hold up later requests (futurelock): drop it rather
-/// than parking it.
+/// than parking it. While it is the oldest request, it is also the task woken when the
+/// jobserver becomes readable (that task does the read for everyone), so parking it holds up
+/// the reads for the requests behind it too.
 ///
 /// # Polling after completion
 ///
