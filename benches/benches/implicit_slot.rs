@@ -56,7 +56,7 @@ fn implicit_slot(c: &mut Criterion) {
             "implicit slot acquire+release, tokio",
             "tokio Semaphore(1) acquire+drop",
             &summary,
-            Target::AtMost(2.0),
+            Target::AtMost(1.3),
         ));
     }
 }

@@ -19,8 +19,9 @@ use jobserver_tokio::TokioReactor;
 
 static RESULTS: Results = Results::new("pipe_ops");
 
-/// Ours must stay within 15% of the raw read + write.
-const OURS: Target = Target::AtMost(1.15);
+/// Ours must stay within 5% of the raw read + write (issue 10's target; the `jobserver`
+/// crate and `jobslot` measure 1.05x-1.15x here).
+const OURS: Target = Target::AtMost(1.05);
 
 fn timed(iters: u64, mut op: impl FnMut()) -> Duration {
     let start = Instant::now();

@@ -267,6 +267,10 @@ pub(crate) struct State {
     adopted: u64,
     /// The rule against hold-and-wait across processes (see [`PartialHold`]).
     hold: PartialHold,
+    /// The request registered as the delegate by the last `arm_delegate`, until the waker
+    /// of the oldest request may have changed (it was polled again, or the delegate was
+    /// taken): registering again is skipped while this is the oldest request.
+    delegate: Option<WaiterId>,
 }
 
 /// How long the oldest request may hold part of a multi-token request from the jobserver
@@ -375,6 +379,10 @@ impl Metrics {
 
 impl State {
     fn set_waker(&mut self, id: WaiterId, waker: &Waker) {
+        if self.delegate == Some(id) {
+            // Polled again: it may have been woken (and its registration taken) since.
+            self.delegate = None;
+        }
         let i = id.index();
         if self.wakers.len() <= i {
             self.wakers.resize_with(i + 1, || None);
@@ -615,6 +623,7 @@ impl<R: Reactor> Shared<R> {
                 parked: None,
                 adopted: 0,
                 hold: PartialHold::default(),
+                delegate: None,
             }),
             conn,
             epoch: Instant::now(),
@@ -865,7 +874,7 @@ impl<R: Reactor> Shared<R> {
     /// request waits (or a byte waits to be written again); otherwise the implicit slot parked
     /// with the fast path (if the machine has it free) and `SLOW` cleared.
     fn sync_fast(&self, state: &mut State) {
-        if state.machine.has_waiters() || state.machine.stats().bytes_unwritten > 0 {
+        if state.machine.has_waiters() || state.machine.has_unwritten() {
             if self.fast.load(Ordering::Relaxed) & SLOW == 0 {
                 self.fast.fetch_or(SLOW, Ordering::AcqRel);
             }
@@ -964,11 +973,11 @@ impl<R: Reactor> Shared<R> {
                     }
                 }
             }
-            let waiting = state.machine.stats().waiting;
+            let waiting = state.machine.waiting();
             let m = &mut state.metrics;
             m.peak_waiting = m.peak_waiting.max(waiting);
             if writes.is_empty() && read.is_none() {
-                if self.arm_delegate(&state) {
+                if self.arm_delegate(&mut state) {
                     continue;
                 }
                 return (state, first_write_error);
@@ -976,7 +985,7 @@ impl<R: Reactor> Shared<R> {
             // A read that finds nothing arms the reactor: the delegate must be the oldest
             // waiter's waker before the reactor can fire.
             if read.is_some() {
-                self.arm_delegate(&state);
+                self.arm_delegate(&mut state);
             }
             drop(state);
             let done = self.carry_out(&writes, read);
@@ -1007,11 +1016,13 @@ impl<R: Reactor> Shared<R> {
 
     /// Registers the oldest waiter's waker as the delegate, then says whether a readiness
     /// came in that nobody has acted on (it may have woken the previous delegate, or none).
-    fn arm_delegate(&self, state: &State) -> bool {
+    fn arm_delegate(&self, state: &mut State) -> bool {
         if let Some(head) = state.machine.oldest_waiter() {
             // A request already woken for a readiness needs no registration: it will poll.
-            if !self.signal.is_woken(head) {
+            // One registered since it was last polled needs none either.
+            if state.delegate != Some(head) && !self.signal.is_woken(head) {
                 let waker = state.wakers.get(head.index()).and_then(Option::as_ref);
+                state.delegate = waker.is_some().then_some(head);
                 let mut next = self.signal.next();
                 match (&mut *next, waker) {
                     (Some((id, old)), Some(w)) if *id == head => {
@@ -1331,7 +1342,7 @@ impl<R: Reactor> Future for Acquire<R> {
             state.set_waker(id, cx.waker());
             // Now that this request's waker is known, it may be the delegate; a readiness
             // that came in meanwhile is acted on here.
-            if !shared.arm_delegate(&state) {
+            if !shared.arm_delegate(&mut state) {
                 break None;
             }
         };

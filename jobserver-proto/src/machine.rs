@@ -485,6 +485,17 @@ impl Machine {
         self.head != NIL
     }
 
+    /// How many requests wait (as [`Stats::waiting`], without building the whole `Stats`).
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// True while bytes whose write back failed wait to be written again (as
+    /// [`Stats::bytes_unwritten`] > 0).
+    pub fn has_unwritten(&self) -> bool {
+        !self.unwritten.is_empty()
+    }
+
     /// Units in use: those of live permits plus those promised to waiting requests. The
     /// implicit slot is free exactly when this is 0.
     pub fn units_in_use(&self) -> usize {
