@@ -267,10 +267,14 @@ pub(crate) struct State {
     adopted: u64,
     /// The rule against hold-and-wait across processes (see [`PartialHold`]).
     hold: PartialHold,
-    /// The request registered as the delegate by the last `arm_delegate`, until the waker
-    /// of the oldest request may have changed (it was polled again, or the delegate was
-    /// taken): registering again is skipped while this is the oldest request.
+    /// The request whose waker the last `arm_delegate` put in `Signal::next` (it may have
+    /// been taken since): only then can `next` hold a request, so only then does forgetting
+    /// a request need the delegate's lock.
     delegate: Option<WaiterId>,
+    /// That registration is still current: the request was not polled since (its waker may
+    /// have changed, or its registration been taken to wake it). Registering again is skipped
+    /// while it is current and the request is still the oldest.
+    delegate_current: bool,
 }
 
 /// How long the oldest request may hold part of a multi-token request from the jobserver
@@ -381,7 +385,7 @@ impl State {
     fn set_waker(&mut self, id: WaiterId, waker: &Waker) {
         if self.delegate == Some(id) {
             // Polled again: it may have been woken (and its registration taken) since.
-            self.delegate = None;
+            self.delegate_current = false;
         }
         let i = id.index();
         if self.wakers.len() <= i {
@@ -476,14 +480,18 @@ impl Signal {
     }
 
     /// `id`'s task is polling it, or it is gone: it no longer stands for a readiness.
-    fn forget(&self, id: WaiterId) {
+    /// `registered` says whether it may be the registered delegate (`State::delegate`); only
+    /// then is the delegate's lock taken.
+    fn forget(&self, id: WaiterId, registered: bool) {
         let bits = woken_bits(id);
         let _ = self
             .woken
             .compare_exchange(bits, 0, Ordering::SeqCst, Ordering::SeqCst);
-        let mut next = self.next();
-        if next.as_ref().is_some_and(|(n, _)| *n == id) {
-            *next = None;
+        if registered {
+            let mut next = self.next();
+            if next.as_ref().is_some_and(|(n, _)| *n == id) {
+                *next = None;
+            }
         }
     }
 
@@ -624,6 +632,7 @@ impl<R: Reactor> Shared<R> {
                 adopted: 0,
                 hold: PartialHold::default(),
                 delegate: None,
+                delegate_current: false,
             }),
             conn,
             epoch: Instant::now(),
@@ -1020,9 +1029,11 @@ impl<R: Reactor> Shared<R> {
         if let Some(head) = state.machine.oldest_waiter() {
             // A request already woken for a readiness needs no registration: it will poll.
             // One registered since it was last polled needs none either.
-            if state.delegate != Some(head) && !self.signal.is_woken(head) {
+            let current = state.delegate == Some(head) && state.delegate_current;
+            if !current && !self.signal.is_woken(head) {
                 let waker = state.wakers.get(head.index()).and_then(Option::as_ref);
                 state.delegate = waker.is_some().then_some(head);
+                state.delegate_current = waker.is_some();
                 let mut next = self.signal.next();
                 match (&mut *next, waker) {
                     (Some((id, old)), Some(w)) if *id == head => {
@@ -1321,7 +1332,12 @@ impl<R: Reactor> Future for Acquire<R> {
                 // This task is being polled: a grant made while it drives the machine below
                 // must not wake it a second time.
                 state.clear_waker(id);
-                shared.signal.forget(id);
+                let registered = state.delegate == Some(id);
+                if registered {
+                    state.delegate = None;
+                    state.delegate_current = false;
+                }
+                shared.signal.forget(id, registered);
                 id
             }
             None => {
@@ -1406,7 +1422,12 @@ impl<R: Reactor> Drop for Acquire<R> {
         if let (Some(id), Some(shared)) = (self.id.take(), &self.shared) {
             shared.with(|state| {
                 state.clear_waker(id);
-                shared.signal.forget(id);
+                let registered = state.delegate == Some(id);
+                if registered {
+                    state.delegate = None;
+                    state.delegate_current = false;
+                }
+                shared.signal.forget(id, registered);
                 state.machine.cancel(id);
             });
         }
