@@ -33,8 +33,11 @@
 //! # Platform-specific behavior
 //!
 //! Unix. On Linux an inherited pipe is reopened through `/proc/self/fd` so that `O_NONBLOCK`
-//! is set only on a private description; elsewhere a pipe jobserver is refused with
-//! [`ErrorKind::Unsupported`] (fifo jobservers work). See [`jobserver_io`].
+//! is set only on a private description, which tokio's reactor watches. Elsewhere (macOS, the
+//! BSDs) the shared description is read as it is through a helper thread, and never changed;
+//! fifo jobservers and pools of our own have a private description everywhere. Exclusive
+//! wake-ups ([`ClientOptions::exclusive_wakeups`], Linux) also wait on a helper thread. See
+//! [`jobserver_io`].
 #![cfg(unix)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -45,14 +48,34 @@ use std::task::{Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use jobserver_io::thread::HelperReactor;
 use jobserver_io::Filled;
 
 jobserver_io::adapter_api!(TokioReactor, "tokio");
 
-/// Reads the jobserver through tokio's reactor (`AsyncFd`).
+/// Reads the jobserver through tokio's reactor (`AsyncFd`), or through a helper thread
+/// ([`HelperReactor`]) where tokio's reactor must not be used: the shared description of an
+/// inherited pipe without a private reopen, or exclusive wake-ups
+/// ([`ClientOptions::exclusive_wakeups`]).
 #[derive(Debug)]
 pub struct TokioReactor {
-    fd: AsyncFd<OwnedFd>,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Fd(AsyncFd<OwnedFd>),
+    Helper(HelperReactor),
+}
+
+impl TokioReactor {
+    /// The helper thread this reactor waits on, if it is not tokio's own reactor.
+    pub fn helper(&self) -> Option<&HelperReactor> {
+        match &self.inner {
+            Inner::Helper(helper) => Some(helper),
+            Inner::Fd(_) => None,
+        }
+    }
 }
 
 impl jobserver_io::Reactor for TokioReactor {
@@ -81,22 +104,44 @@ impl jobserver_io::Reactor for TokioReactor {
                 ))
             }
         };
-        Ok(TokioReactor { fd })
+        Ok(TokioReactor {
+            inner: Inner::Fd(fd),
+        })
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.get_ref().as_fd()
+        match &self.inner {
+            Inner::Fd(fd) => fd.get_ref().as_fd(),
+            Inner::Helper(helper) => helper.fd(),
+        }
+    }
+
+    fn direct_io(&self) -> bool {
+        match &self.inner {
+            Inner::Fd(_) => true,
+            Inner::Helper(helper) => helper.direct_io(),
+        }
+    }
+
+    fn from_helper(helper: HelperReactor) -> Result<Self, Error> {
+        Ok(TokioReactor {
+            inner: Inner::Helper(helper),
+        })
     }
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
+        let fd = match &self.inner {
+            Inner::Fd(fd) => fd,
+            Inner::Helper(helper) => return helper.poll_read(cx, buf),
+        };
         loop {
-            let mut guard = match self.fd.poll_read_ready(cx) {
+            let mut guard = match fd.poll_read_ready(cx) {
                 Poll::Ready(Ok(guard)) => guard,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     // Registered. tokio has seen no readiness since the pipe was last found
                     // empty; try once anyway (first use, or bytes not reported yet).
-                    return match jobserver_io::sys::read(self.fd(), buf) {
+                    return match jobserver_io::sys::read(fd.get_ref().as_fd(), buf) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
                         Ok(n) => Poll::Ready(Ok(Filled {
                             len: n,
@@ -112,7 +157,7 @@ impl jobserver_io::Reactor for TokioReactor {
                     // read (tokio keeps any newer event) and register for the next one.
                     guard.clear_ready();
                     drop(guard);
-                    let armed = self.fd.poll_read_ready(cx).is_pending();
+                    let armed = fd.poll_read_ready(cx).is_pending();
                     return Poll::Ready(Ok(Filled { len: n, armed }));
                 }
                 Ok(done) => return Poll::Ready(done.map(Filled::unarmed)),
