@@ -56,17 +56,18 @@ impl ClientOptions {
     /// What it costs:
     /// - **Latency.** A token passes through the helper thread before the driver sees it: one
     ///   thread hop more than the runtime's reactor (see the README's benchmark table).
-    /// - **Relays.** A process that reads and finds more tokens than it needs writes one of
-    ///   them back at once ("read 2, write 1 back"), so that the next exclusive waiter is woken
-    ///   for it: without that, tokens written in one `write` would be stranded
-    ///   (`WAKEUPS.md`). One extra write, only when tokens were left over.
+    /// - **Relays.** The kernel wakes one process per `write`, however many tokens it holds.
+    ///   So a process woken for a token that finds more than it needs writes one of them back
+    ///   at once ("read 2, write 1 back"), which wakes the next exclusive waiter: without
+    ///   that, tokens written in one `write` would be stranded (`WAKEUPS.md`). One extra
+    ///   write, only after a wake-up and only when tokens were left over.
     /// - **Fairness and hostages.** The kernel wakes the process whose wait started first,
     ///   and only that one: a woken process that is slow to read holds the token up for
     ///   everyone. A helper that was woken when nobody here wanted the token any more (a
     ///   cancelled request) passes it on with a relay after 10 ms.
-    /// - **Exactness of reads.** Every read goes through the reactor
-    ///   ([`Reactor::direct_io`](crate::Reactor::direct_io) is `false`), and one helper
-    ///   thread per client.
+    /// - **Threads.** One helper thread per client, and every read goes through the reactor
+    ///   ([`Reactor::direct_io`](crate::Reactor::direct_io) is `false`), which must see the
+    ///   reads that follow a wake-up.
     ///
     /// Needs a private description of the pipe (Linux reopens inherited pipes through
     /// `/proc/self/fd`; own pools and fifos have one). Connecting fails with

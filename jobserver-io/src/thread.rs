@@ -22,8 +22,8 @@
 //!   more is written straight back: the exact byte.
 //! - [`HelperKind::Exclusive`] (Linux): a private non-blocking description registered with
 //!   `EPOLLEXCLUSIVE` in an epoll of the thread's own, only while a request waits, so that
-//!   the kernel wakes one waiting process per token. Every read passes leftover tokens on
-//!   ("read 2, write 1 back"), so none is stranded. See
+//!   the kernel wakes one waiting process per token. The first read after a wake-up passes
+//!   leftover tokens on ("read 2, write 1 back"), so none is stranded. See
 //!   [`ClientOptions::exclusive_wakeups`](crate::ClientOptions::exclusive_wakeups).
 //!
 //! ```
@@ -134,6 +134,10 @@ struct State {
     sync_waiters: usize,
     /// Calls of `poll_read` so far: tells a helper whether the driver looked after a wake.
     polls: u64,
+    /// Exclusive mode: the kernel woke this process for the jobserver and no read has passed
+    /// the wake-up on yet. Only then may tokens left in the pipe have nobody awake to take
+    /// them; reads that did not follow a wake-up need no relay.
+    woken: bool,
     stop: bool,
 }
 
@@ -217,6 +221,7 @@ impl HelperReactor {
                 reads: 0,
                 sync_waiters: 0,
                 polls: 0,
+                woken: false,
                 stop: false,
             }),
             work: Condvar::new(),
@@ -231,7 +236,7 @@ impl HelperReactor {
         match kind {
             HelperKind::Private => spawn("jobserver-poll", &reactor.inner, Inner::run_private)?,
             HelperKind::Shared => {
-                spawn("jobserver-shared", &reactor.inner, Inner::run_shared_poller)?;
+                spawn("jobserver-wait", &reactor.inner, Inner::run_shared_poller)?;
                 spawn("jobserver-read", &reactor.inner, Inner::run_shared_reader)?;
             }
             HelperKind::Exclusive => {
@@ -408,8 +413,15 @@ impl HelperReactor {
         if let Some(ready) = take_held(&mut st, cx, buf) {
             return Poll::Ready(ready);
         }
+        let relay = st.woken && self.inner.relays;
         drop(st);
-        self.read_direct(cx, buf, self.inner.relays)
+        let ready = self.read_direct(cx, buf, relay);
+        if relay {
+            // Passed on (or nothing was left to pass on).
+            self.inner.lock().woken = false;
+            self.inner.done.notify_all();
+        }
+        ready
     }
 }
 
@@ -565,9 +577,10 @@ impl Inner {
         }
     }
 
-    /// A non-blocking read into `buf` that passes leftover tokens on (exclusive mode): it
-    /// asks for one byte more than wanted, and a byte more that comes is written back at
-    /// once, which wakes the next exclusive waiter for the tokens still in the pipe.
+    /// A non-blocking read into `buf` that passes leftover tokens on (exclusive mode, the
+    /// first read after a wake-up): it asks for one byte more than wanted, and a byte more
+    /// that comes is written back at once, which wakes the next exclusive waiter for the
+    /// tokens still in the pipe.
     fn read_relaying(&self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = self.fd.as_fd();
         let mut extra = None;
@@ -843,29 +856,31 @@ impl Inner {
             }
             let _ = epoll::delete(ep, &self.fd);
             registered = false;
-            let polls = self.wake_driver(st);
-            self.relay_if_unanswered(polls);
+            st.woken = true;
+            self.wake_driver(st);
+            self.relay_if_unanswered();
         }
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn run_exclusive(&self) {}
 
-    /// Exclusive mode, after a wake-up: when the driver made no read since (nobody here
-    /// wants a token now: a request was cancelled), the kernel woke this process instead of
-    /// another exclusive waiter. After [`RELAY_DELAY`], if a token is still in the pipe and
-    /// still nobody here read, read one and write it back: the write wakes the next waiter.
+    /// Exclusive mode, after a wake-up: when no read passed it on (nobody here wants a token
+    /// now: a request was cancelled), the kernel woke this process instead of another
+    /// exclusive waiter. After [`RELAY_DELAY`], if a token is still in the pipe and still
+    /// nobody here read, read one and write it back: the write wakes the next waiter.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn relay_if_unanswered(&self, polls_before: u64) {
+    fn relay_if_unanswered(&self) {
         if !self.relays {
             return;
         }
         let st = self.lock();
         let deadline = Instant::now() + RELAY_DELAY;
-        let st = self.wait_done_until(st, deadline, |st| st.polls == polls_before);
-        if st.polls != polls_before || st.stop {
+        let mut st = self.wait_done_until(st, deadline, |st| st.woken);
+        if !st.woken || st.stop {
             return;
         }
+        st.woken = false;
         drop(st);
         if !matches!(sys::bytes_available(self.fd.as_fd()), Ok(n) if n > 0) {
             return;
