@@ -134,6 +134,10 @@ struct State {
     sync_waiters: usize,
     /// Calls of `poll_read` so far: tells a helper whether the driver looked after a wake.
     polls: u64,
+    /// Threads waiting on `work` and on `done`: a condition variable is only notified when
+    /// someone waits on it (std's notify makes a system call even when nobody does).
+    work_waiters: usize,
+    done_waiters: usize,
     /// Exclusive mode: the kernel woke this process for the jobserver and no read has passed
     /// the wake-up on yet. Only then may tokens left in the pipe have nobody awake to take
     /// them; reads that did not follow a wake-up need no relay.
@@ -221,6 +225,8 @@ impl HelperReactor {
                 reads: 0,
                 sync_waiters: 0,
                 polls: 0,
+                work_waiters: 0,
+                done_waiters: 0,
                 woken: false,
                 stop: false,
             }),
@@ -281,14 +287,14 @@ impl HelperReactor {
         let mut st = self.inner.lock();
         st.polls += 1;
         st.waker = None;
-        self.inner.done.notify_all();
+        self.inner.notify_done(&st);
         st
     }
 
     fn arm(&self, cx: &Context<'_>) {
         let mut st = self.inner.lock();
         st.waker = Some(cx.waker().clone());
-        self.inner.work.notify_all();
+        self.inner.notify_work(&st);
     }
 
     /// A read by the caller on a description that cannot block.
@@ -348,14 +354,14 @@ impl HelperReactor {
         let mut st = inner.lock();
         st.request = st.request.max(buf.len());
         st.sync_waiters += 1;
-        inner.work.notify_all();
+        inner.notify_work(&st);
         let start = Instant::now();
         let mut empty_since = None;
         loop {
             if let Some(ready) = take_held(&mut st, cx, buf) {
                 // The poller may be settling these bytes: they are taken.
                 st.sync_waiters -= 1;
-                inner.done.notify_all();
+                inner.notify_done(&st);
                 return Poll::Ready(ready);
             }
             let gave_up = match st.reading {
@@ -378,17 +384,13 @@ impl HelperReactor {
             if gave_up || start.elapsed() > SERVE_START {
                 break;
             }
-            st = inner
-                .done
-                .wait_timeout(st, Duration::from_micros(500))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            st = inner.wait_done(st, Duration::from_micros(500));
         }
         // Not served in time: the reader's read completes later and the driver is told.
         st.sync_waiters -= 1;
         st.waker = Some(cx.waker().clone());
-        inner.work.notify_all();
-        inner.done.notify_all();
+        inner.notify_work(&st);
+        inner.notify_done(&st);
         Poll::Pending
     }
 
@@ -418,8 +420,9 @@ impl HelperReactor {
         let ready = self.read_direct(cx, buf, relay);
         if relay {
             // Passed on (or nothing was left to pass on).
-            self.inner.lock().woken = false;
-            self.inner.done.notify_all();
+            let mut st = self.inner.lock();
+            st.woken = false;
+            self.inner.notify_done(&st);
         }
         ready
     }
@@ -503,8 +506,40 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn wait<'a>(&self, condvar: &Condvar, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        condvar.wait(st).unwrap_or_else(PoisonError::into_inner)
+    /// Waits on `work`, counted (see [`State::work_waiters`]).
+    fn wait_work<'a>(&self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.work_waiters += 1;
+        let mut st = self.work.wait(st).unwrap_or_else(PoisonError::into_inner);
+        st.work_waiters -= 1;
+        st
+    }
+
+    /// Waits on `done` for at most `timeout`, counted (see [`State::work_waiters`]).
+    fn wait_done<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        st.done_waiters += 1;
+        let mut st = self
+            .done
+            .wait_timeout(st, timeout)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        st.done_waiters -= 1;
+        st
+    }
+
+    fn notify_work(&self, st: &State) {
+        if st.work_waiters > 0 {
+            self.work.notify_all();
+        }
+    }
+
+    fn notify_done(&self, st: &State) {
+        if st.done_waiters > 0 {
+            self.done.notify_all();
+        }
     }
 
     /// Waits on `done` until `deadline`, or until `keep_waiting` is false.
@@ -519,11 +554,7 @@ impl Inner {
             if now >= deadline {
                 break;
             }
-            st = self
-                .done
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            st = self.wait_done(st, deadline - now);
         }
         st
     }
@@ -651,7 +682,7 @@ impl Inner {
         loop {
             let mut st = self.lock();
             while st.waker.is_none() && !st.stop {
-                st = self.wait(&self.work, st);
+                st = self.wait_work(st);
             }
             if st.stop {
                 return;
@@ -683,7 +714,7 @@ impl Inner {
                 if st.need_wake || (st.waker.is_some() && st.reading.is_none() && st.request == 0) {
                     break;
                 }
-                st = self.wait(&self.work, st);
+                st = self.wait_work(st);
             }
             if st.need_wake {
                 st.need_wake = false;
@@ -715,7 +746,7 @@ impl Inner {
         loop {
             let mut st = self.lock();
             while st.request == 0 && !st.stop {
-                st = self.wait(&self.work, st);
+                st = self.wait_work(st);
             }
             if st.stop {
                 return;
@@ -745,9 +776,9 @@ impl Inner {
             };
             st.need_wake |= got;
             let polling = st.phase == Phase::Waiting;
+            self.notify_done(&st);
+            self.notify_work(&st);
             drop(st);
-            self.done.notify_all();
-            self.work.notify_all();
             if polling {
                 self.nudge();
             }
@@ -775,11 +806,7 @@ impl Inner {
                 }
                 deadline - now
             };
-            st = self
-                .done
-                .wait_timeout(st, timeout)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            st = self.wait_done(st, timeout);
         }
         if st.stop || st.reads != reads || st.reading.is_some() || st.request > 0 {
             // Given back by the drop, or by the next settling.
@@ -802,7 +829,7 @@ impl Inner {
         loop {
             let mut st = self.lock();
             while st.waker.is_none() && !st.stop {
-                st = self.wait(&self.work, st);
+                st = self.wait_work(st);
             }
             if st.stop {
                 return;
@@ -920,10 +947,9 @@ impl Reactor for HelperReactor {
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
         match self.inner.kind {
-            HelperKind::Private => {
-                drop(self.begin());
-                self.read_direct(cx, buf, false)
-            }
+            // No bookkeeping here: a waker left from before at worst wakes the driver once
+            // for nothing, and nothing else looks at `polls`.
+            HelperKind::Private => self.read_direct(cx, buf, false),
             HelperKind::Shared => self.poll_shared(cx, buf),
             HelperKind::Exclusive => self.poll_exclusive(cx, buf),
         }
