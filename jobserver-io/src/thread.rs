@@ -359,7 +359,11 @@ impl HelperReactor {
         let mut empty_since = None;
         loop {
             if let Some(ready) = take_held(&mut st, cx, buf) {
-                // The poller may be settling these bytes: they are taken.
+                // The driver has what the read got: nobody needs to tell it again (and the
+                // poller, which may be settling these bytes, learns that they are taken).
+                if st.held.is_empty() {
+                    st.need_wake = false;
+                }
                 st.sync_waiters -= 1;
                 inner.notify_done(&st);
                 return Poll::Ready(ready);
