@@ -76,6 +76,7 @@ const SERVE_READ: Duration = Duration::from_millis(10);
 
 /// Exclusive mode: how long after a wake-up that nobody here answered with a read the helper
 /// waits before it passes a token still in the pipe on to the next exclusive waiter.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 const RELAY_DELAY: Duration = Duration::from_millis(10);
 
 /// The most bytes read at once by a helper (the driver asks for at most 128).
@@ -547,6 +548,7 @@ impl Inner {
     }
 
     /// Waits on `done` until `deadline`, or until `keep_waiting` is false.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn wait_done_until<'a>(
         &self,
         mut st: MutexGuard<'a, State>,
