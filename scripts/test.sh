@@ -19,6 +19,15 @@ step "cargo clippy, optional features (jobserver-io's tracing; adapters without 
 cargo clippy -p jobserver-io --all-targets --features tracing --locked -- -D warnings
 cargo clippy -p jobserver-tokio -p jobserver-smol --no-default-features --locked -- -D warnings
 
+# macOS and the BSDs have no /proc/self/fd: the no-procfs feature compiles the reopen out of a
+# Linux build, so that the fallback (the shared description read on a helper thread) is what
+# every inherited pipe gets. The workspace must build that way, and the I/O crate's own tests
+# (its pools of every setup, its docs) must pass.
+step "without /proc: cargo check of the workspace, jobserver-io's tests"
+cargo check --workspace --all-targets --locked --features jobserver-io/no-procfs
+cargo clippy -p jobserver-io --all-targets --locked --features no-procfs -- -D warnings
+cargo test -p jobserver-io --locked --features no-procfs
+
 step "cargo doc"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
 

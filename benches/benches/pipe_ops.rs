@@ -1,9 +1,11 @@
 //! Issue item 1: acquire + release with a token in the pool, against the raw 1-byte read +
 //! 1-byte write on the same kind of descriptor.
 //!
-//! For the tokio, smol and blocking clients, on an anonymous pipe and on a fifo; and, on the
-//! same pools, the `jobserver` crate's blocking acquire + drop and `jobslot`'s async acquire
-//! (tokio) + drop. Each of our clients holds its implicit slot for the whole bench, so every
+//! For the tokio, smol and blocking clients, on an anonymous pipe and on a fifo; for the
+//! tokio client with exclusive wake-ups, and (pipe only) forced to read the shared
+//! description through helper threads (the fallback where no private reopen exists); and,
+//! on the same pools, the `jobserver` crate's blocking acquire + drop and `jobslot`'s async
+//! acquire (tokio) + drop. Each of our clients holds its implicit slot for the whole bench, so every
 //! measured acquire reads a byte and every release writes it back, as the raw pair does.
 
 use std::hint::black_box;
@@ -14,6 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use jobserver_benches::harness::{self, Paired};
 use jobserver_benches::{Kind, Pool, Results, Row, Target};
 use jobserver_io::blocking::ThreadReactor;
+use jobserver_io::ClientOptions;
 use jobserver_smol::AsyncIoReactor;
 use jobserver_tokio::TokioReactor;
 
@@ -97,6 +100,42 @@ fn acquire_release(c: &mut Criterion) {
         );
         drop(implicit);
         drop(client);
+
+        // tokio, with exclusive wake-ups; and (a pipe) through the shared description.
+        let mut variants = vec![(
+            "exclusive",
+            "exclusive wake-ups",
+            ClientOptions::new().exclusive_wakeups(true),
+        )];
+        if kind == Kind::Pipe {
+            variants.push((
+                "fallback",
+                "fallback: shared description",
+                ClientOptions::new().shared_description(true),
+            ));
+        }
+        for (name, what, options) in variants {
+            let client = rt.block_on(async { pool.client_with::<TokioReactor>(&options) });
+            let implicit = rt.block_on(client.acquire()).expect("implicit slot");
+            pair(
+                &mut group,
+                &format!("tokio-{name}/{k}"),
+                &format!("acquire+release, tokio, {what}, {k}"),
+                Target::Report,
+                |iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            drop(black_box(client.acquire().await.expect("acquire")));
+                        }
+                        start.elapsed()
+                    })
+                },
+                &mut raw_pair,
+            );
+            drop(implicit);
+            drop(client);
+        }
 
         // smol (async-io's reactor)
         let client = pool.client::<AsyncIoReactor>();

@@ -3,6 +3,9 @@
 //! our tokio client and for a naive shared `AsyncFd` on which every waiter awaits readiness
 //! and tries the read itself.
 //!
+//! The same is measured for the fallback where no private reopen exists (the tokio client
+//! reading the shared, blocking description through helper threads), paired with the default.
+//!
 //! Wake-ups are counted by wrapping each task's waker ([`WakeProbe`]). For our client the reads
 //! are counted twice: by a [`CountingReactor`] around the tokio reactor (driver calls that
 //! returned `Pending`), and exactly, by the `syscr` counter of `/proc/thread-self/io` (every
@@ -21,7 +24,7 @@ use jobserver_benches::counting::{CountingReactor, WakeProbe, REACTOR_COUNTS};
 use jobserver_benches::harness::{self, Paired};
 use jobserver_benches::procfs::thread_read_syscalls;
 use jobserver_benches::{Kind, Pool, Results, Row, Target};
-use jobserver_io::sys;
+use jobserver_io::{sys, ClientOptions};
 use jobserver_tokio::TokioReactor;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -78,10 +81,10 @@ async fn settle(probe: &WakeProbe) {
     }
 }
 
-fn ours(rt: &Runtime, tokens: u64, overhead: u64) -> (Duration, Counts) {
+fn ours(rt: &Runtime, tokens: u64, overhead: u64, options: &ClientOptions) -> (Duration, Counts) {
     rt.block_on(async {
         let pool = Pool::new(Kind::Pipe, 0);
-        let client: CountingClient = pool.client();
+        let client: CountingClient = pool.client_with(options);
         let implicit = client.acquire().await.expect("implicit slot");
         let probe = WakeProbe::new();
         let held = Arc::new(Mutex::new(Vec::new()));
@@ -219,7 +222,7 @@ fn wakeups(c: &mut Criterion) {
             paired.run(
                 iters,
                 |n| {
-                    let (t, counts) = ours(&rt, n, overhead);
+                    let (t, counts) = ours(&rt, n, overhead, &ClientOptions::new());
                     ours_counts += counts;
                     t
                 },
@@ -231,7 +234,49 @@ fn wakeups(c: &mut Criterion) {
             )
         })
     });
+    let fallback_options = ClientOptions::new().shared_description(true);
+    let mut fallback_paired = Paired::new();
+    let mut fallback_counts = Counts::default();
+    group.bench_function("token_written_fallback", |b| {
+        b.iter_custom(|iters| {
+            fallback_paired.run(
+                iters,
+                |n| {
+                    let (t, counts) = ours(&rt, n, overhead, &fallback_options);
+                    fallback_counts += counts;
+                    t
+                },
+                |n| ours(&rt, n, overhead, &ClientOptions::new()).0,
+            )
+        })
+    });
     group.finish();
+    if let Some(s) = fallback_paired.summary(10) {
+        let f = &fallback_counts;
+        let per = |v: u64| v as f64 / f.tokens.max(1) as f64;
+        RESULTS.push(Row::count(
+            format!("tasks woken per token ({WAITERS} waiting), fallback: shared description"),
+            (per(f.woken), 1.0),
+            "default client",
+            Target::Exactly(1.0),
+            format!(
+                "{} tokens; the tokio client forced to read the blocking pipe through helper \
+                 threads (ClientOptions::shared_description), as where no /proc/self/fd \
+                 exists; waker calls {:.2}, task polls {:.2}, driver poll_read calls {:.2} \
+                 per token",
+                f.tokens,
+                per(f.wake_calls),
+                per(f.polls),
+                per(f.poll_read)
+            ),
+        ));
+        RESULTS.push(Row::timing(
+            &format!("time from token written to task woken ({WAITERS} waiting), fallback"),
+            "default client",
+            &s,
+            Target::Report,
+        ));
+    }
     let Some(s) = paired.summary(10) else { return };
     let per = |v: u64, c: &Counts| v as f64 / c.tokens.max(1) as f64;
     let (o, n) = (&ours_counts, &naive_counts);

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use jobserver_io::{Error, Filled, Reactor};
+use jobserver_io::thread::HelperReactor;
+use jobserver_io::{ClientOptions, Error, Filled, Reactor};
 
 /// Process-wide counters of every [`CountingReactor`].
 #[derive(Debug)]
@@ -102,6 +103,21 @@ impl<R: Reactor> Reactor for CountingReactor<R> {
 
     fn fd(&self) -> BorrowedFd<'_> {
         self.inner.fd()
+    }
+
+    fn direct_io(&self) -> bool {
+        self.inner.direct_io()
+    }
+
+    fn from_helper(helper: HelperReactor) -> Result<Self, Error> {
+        Ok(CountingReactor {
+            inner: R::from_helper(helper)?,
+            wakers: Mutex::new(None),
+        })
+    }
+
+    fn default_options() -> ClientOptions {
+        R::default_options()
     }
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {

@@ -113,6 +113,21 @@ impl Pool {
         jobserver_io::Client::<R>::from_env_with(self.lookup()).expect("connecting to the pool")
     }
 
+    /// [`Pool::client`] with [`ClientOptions`](jobserver_io::ClientOptions): exclusive
+    /// wake-ups, or the shared description read through helper threads (the fallback where
+    /// no private reopen exists).
+    ///
+    /// # Panics
+    ///
+    /// When connecting fails.
+    pub fn client_with<R: Reactor>(
+        &self,
+        options: &jobserver_io::ClientOptions,
+    ) -> jobserver_io::Client<R> {
+        jobserver_io::Client::<R>::from_env_with_options(options, self.lookup())
+            .expect("connecting to the pool")
+    }
+
     /// Runs `f` with `CARGO_MAKEFLAGS` and `MAKEFLAGS` naming this pool (for the `jobserver`
     /// and `jobslot` crates, which only read the real environment), then restores them.
     /// Call it before starting threads that might read the environment.

@@ -1,8 +1,9 @@
 //! A blocking client for code that is not async (build scripts, thread pools).
 //!
 //! It drives the same token machine as the async adapters. Waiting threads park; one helper
-//! thread per client waits for the jobserver with `poll(2)` whenever a request waits, so one
-//! party per process watches the pipe and each token wakes exactly one thread.
+//! thread per client ([`HelperReactor`](crate::thread::HelperReactor)) waits for the
+//! jobserver whenever a request waits, so one party per process watches the pipe and each
+//! token wakes exactly one thread.
 //!
 //! ```
 //! use jobserver_io::blocking::Client;
@@ -23,152 +24,20 @@
 //! ```
 
 use std::future::Future;
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::pin;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use rustix::event::{poll, PollFd, PollFlags};
-
-use crate::driver::{Filled, Reactor};
 use crate::error::Error;
-use crate::sys;
+use crate::options::ClientOptions;
 
 /// The token type of the blocking client.
 pub type Token = crate::Token<ThreadReactor>;
 
-struct Watch {
-    /// Who to wake when the jobserver is readable; `None` while nobody needs to know.
-    waker: Option<Waker>,
-    stop: bool,
-}
-
-struct Inner {
-    fd: OwnedFd,
-    watch: Mutex<Watch>,
-    armed: Condvar,
-    /// Written to stop the helper's `poll`.
-    stop_write: OwnedFd,
-    stop_read: OwnedFd,
-}
-
-impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Watch> {
-        self.watch.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The helper thread: sleeps until a waker is armed, then waits for readability.
-    fn run(&self) {
-        loop {
-            {
-                let mut watch = self.lock();
-                while watch.waker.is_none() && !watch.stop {
-                    watch = self.armed.wait(watch).unwrap_or_else(|p| p.into_inner());
-                }
-                if watch.stop {
-                    return;
-                }
-            }
-            let mut fds = [
-                PollFd::new(&self.fd, PollFlags::IN),
-                PollFd::new(&self.stop_read, PollFlags::IN),
-            ];
-            match poll(&mut fds, None) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => {
-                    // Wake the driver anyway: its read reports the error.
-                }
-            }
-            if self.lock().stop {
-                return;
-            }
-            let readable = !fds[0].revents().is_empty();
-            if readable || fds[1].revents().is_empty() {
-                let waker = self.lock().waker.take();
-                if let Some(waker) = waker {
-                    // A panicking waker must not end this thread: nobody would watch the
-                    // jobserver any more, and waiting acquires would hang with tokens in it.
-                    crate::driver::wake_catching(waker);
-                }
-            }
-        }
-    }
-}
-
-/// The [`Reactor`] of the blocking client: a helper thread that waits with `poll(2)`.
-pub struct ThreadReactor {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for ThreadReactor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadReactor").finish_non_exhaustive()
-    }
-}
-
-impl Reactor for ThreadReactor {
-    fn register(fd: OwnedFd) -> Result<Self, Error> {
-        let (stop_read, stop_write) = sys::create_pipe()
-            .map_err(|e| Error::io("creating the blocking client's wake-up pipe", e))?;
-        let inner = Arc::new(Inner {
-            fd,
-            watch: Mutex::new(Watch {
-                waker: None,
-                stop: false,
-            }),
-            armed: Condvar::new(),
-            stop_write,
-            stop_read,
-        });
-        let helper = inner.clone();
-        thread::Builder::new()
-            .name("jobserver-poll".into())
-            .spawn(move || helper.run())
-            .map_err(|e| Error::io("starting the blocking client's helper thread", e))?;
-        Ok(ThreadReactor { inner })
-    }
-
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.inner.fd.as_fd()
-    }
-
-    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
-        let arm = || {
-            let mut watch = self.inner.lock();
-            watch.waker = Some(cx.waker().clone());
-            self.inner.armed.notify_one();
-        };
-        match sys::read(self.inner.fd.as_fd(), buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                arm();
-                Poll::Pending
-            }
-            // The pipe ran empty: the helper's poll(2) is level-triggered, so arming now
-            // cannot miss a byte that arrives in between.
-            Ok(n) if n > 0 && n < buf.len() => {
-                arm();
-                Poll::Ready(Ok(Filled {
-                    len: n,
-                    armed: true,
-                }))
-            }
-            other => Poll::Ready(other.map(Filled::unarmed)),
-        }
-    }
-}
-
-impl Drop for ThreadReactor {
-    fn drop(&mut self) {
-        self.inner.lock().stop = true;
-        self.inner.armed.notify_one();
-        // Interrupts a poll under way; the thread exits on its own (never joined here, since
-        // the last reference may be dropped on that very thread).
-        let _ = sys::write_byte(self.inner.stop_write.as_fd(), 0);
-    }
-}
+/// The [`Reactor`](crate::Reactor) of the blocking client: a helper thread that waits with
+/// `poll(2)` (see [`HelperReactor`](crate::thread::HelperReactor), which it is).
+pub type ThreadReactor = crate::thread::HelperReactor;
 
 struct Unpark(Thread);
 
@@ -297,6 +166,33 @@ impl Client {
     /// [`crate::Client::implicit_only`].
     pub fn implicit_only(reason: Option<Error>) -> Self {
         Client::from(crate::Client::implicit_only(reason))
+    }
+
+    /// [`Client::from_env_with`] with [`ClientOptions`]; see
+    /// [`crate::Client::from_env_with_options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::from_env_with_options`].
+    pub fn from_env_with_options(
+        options: &ClientOptions,
+        lookup: impl FnMut(&str) -> Option<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        crate::Client::from_env_with_options(options, lookup).map(Client::from)
+    }
+
+    /// [`Client::from_env_or_new_with`] with [`ClientOptions`]; see
+    /// [`crate::Client::from_env_or_new_with_options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::from_env_or_new`].
+    pub fn from_env_or_new_with_options(
+        jobs: usize,
+        options: &ClientOptions,
+        lookup: impl FnMut(&str) -> Option<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        crate::Client::from_env_or_new_with_options(jobs, options, lookup).map(Client::from)
     }
 
     /// Blocks until one token is granted; see [`crate::Client::acquire`].

@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -17,8 +17,10 @@ use jobserver_proto::{Machine, ReleasePolicy, Stats};
 use crate::driver::{Acquire, Conn, Reactor, Shared, Token};
 use crate::error::{Error, ErrorKind};
 use crate::liveness;
+use crate::options::ClientOptions;
 use crate::server::Server;
 use crate::sys::{self, Access, FdProblem, FifoOpenError, TakeError};
+use crate::thread::HelperReactor;
 
 /// How a client reaches its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +266,94 @@ fn fd_problem_error(
     }
 }
 
+/// The connection of a client to a pipe through `read` and `write`, descriptions shared with
+/// other processes (make's, or the ones a pool of ours gives its children; `fd_read` and
+/// `fd_write` are the numbers for messages): a private reopen of each where possible, the
+/// shared descriptions on a helper thread where not (or when `options` asks for it).
+pub(crate) fn pipe_conn<R: Reactor>(
+    read: BorrowedFd<'_>,
+    write: BorrowedFd<'_>,
+    options: &ClientOptions,
+    fd_read: RawFd,
+    fd_write: RawFd,
+) -> Result<Conn<R>, Error> {
+    let reopened = if options.is_shared_description() {
+        None
+    } else {
+        match sys::reopen_private(read, Access::Read) {
+            Ok(private_read) => {
+                let private_write = sys::reopen_private(write, Access::Write).map_err(|e| {
+                    Error::io(
+                        format!("reopening jobserver descriptor {fd_write} privately"),
+                        e,
+                    )
+                })?;
+                Some((private_read, private_write))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => None,
+            Err(e) => {
+                return Err(Error::io(
+                    format!("reopening jobserver descriptor {fd_read} privately"),
+                    e,
+                ))
+            }
+        }
+    };
+    match reopened {
+        Some((private_read, private_write)) => {
+            private_conn::<R>(private_read, Some(private_write), options)
+        }
+        None => shared_conn::<R>(read, write, options),
+    }
+}
+
+/// The connection through a private non-blocking description `read` (read-write when
+/// `write` is `None`): the runtime's reactor, or a helper with exclusive wake-ups.
+pub(crate) fn private_conn<R: Reactor>(
+    read: OwnedFd,
+    write: Option<OwnedFd>,
+    options: &ClientOptions,
+) -> Result<Conn<R>, Error> {
+    if !options.is_exclusive() {
+        return Ok(Conn {
+            reader: R::register(read)?,
+            writer: write,
+        });
+    }
+    let relay = write.as_ref().map(try_dup).transpose()?;
+    Ok(Conn {
+        reader: R::from_helper(HelperReactor::exclusive(read, relay)?)?,
+        writer: write,
+    })
+}
+
+/// The connection through the shared descriptions `read` and `write`, used as they are on
+/// a helper thread.
+pub(crate) fn shared_conn<R: Reactor>(
+    read: BorrowedFd<'_>,
+    write: BorrowedFd<'_>,
+    options: &ClientOptions,
+) -> Result<Conn<R>, Error> {
+    if options.is_exclusive() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "exclusive wake-ups need a private description of the jobserver pipe, and this \
+             platform cannot reopen an inherited pipe privately (no /proc/self/fd)",
+        ));
+    }
+    let helper = HelperReactor::shared(try_dup(&read)?, try_dup(&write)?)?;
+    Ok(Conn {
+        reader: R::from_helper(helper)?,
+        writer: Some(try_dup(&write)?),
+    })
+}
+
+/// A duplicate (same description) at [`sys::MIN_FD`] or above, close-on-exec.
+pub(crate) fn try_dup(fd: &impl AsFd) -> Result<OwnedFd, Error> {
+    rustix::io::fcntl_dupfd_cloexec(fd, sys::MIN_FD)
+        .map_err(|e| Error::io("duplicating a jobserver descriptor", e.into()))
+}
+
 impl<R: Reactor> Client<R> {
     /// Connects to the jobserver named in the environment.
     ///
@@ -275,7 +365,9 @@ impl<R: Reactor> Client<R> {
     ///   what is used even if a number is closed and reused meanwhile; they are then reopened
     ///   through `/proc/self/fd` as private descriptions, and only those are made
     ///   non-blocking. The inherited descriptions, shared with make and its other
-    ///   children, are never changed.
+    ///   children, are never changed. Where no private reopen exists, the client reads the
+    ///   shared description as it is, on a helper thread
+    ///   ([`HelperKind::Shared`](crate::thread::HelperKind::Shared)).
     /// - For a fifo, the path is opened read-write and non-blocking (so end-of-file cannot
     ///   happen while this process lives). A fifo or a character device is accepted; anything
     ///   else (a regular file, say) is refused and never written to.
@@ -308,25 +400,40 @@ impl<R: Reactor> Client<R> {
     /// passed negative descriptors (the make rule lacks `+`), [`ErrorKind::BadFds`] when the
     /// descriptors are closed or wrong (usually the same cause),
     /// [`ErrorKind::InvalidMakeflags`], [`ErrorKind::NotAFifo`], [`ErrorKind::Unsupported`]
-    /// (a Windows semaphore, or a platform without a private reopen), and for tokio
-    /// [`ErrorKind::NoRuntime`].
+    /// (a Windows semaphore; or a pipe without a private reopen, for a reactor that cannot
+    /// wait on a helper thread), and for tokio [`ErrorKind::NoRuntime`].
     ///
     /// # Platform-specific behavior
     ///
-    /// The private reopen of an inherited pipe needs Linux's `/proc/self/fd` (or a `/dev/fd`
-    /// that opens a new description). Where that is missing, a pipe jobserver is refused with
-    /// [`ErrorKind::Unsupported`] instead of changing the shared description's flags; fifo
-    /// jobservers work everywhere a fifo can be opened read-write.
+    /// The private reopen of an inherited pipe needs Linux's `/proc/self/fd`. Elsewhere the
+    /// shared description is read as it is through a helper thread (its flags are never
+    /// changed); fifo jobservers are opened privately everywhere.
     pub fn from_env() -> Result<Self, Error> {
         Self::from_env_with(env_lookup)
     }
 
-    /// [`Client::from_env`] with a custom variable lookup (for tests and embedding).
+    /// [`Client::from_env`] with a custom variable lookup (for tests and embedding), and the
+    /// reactor's [default options](Reactor::default_options).
     ///
     /// # Errors
     ///
     /// As [`Client::from_env`].
     pub fn from_env_with(lookup: impl FnMut(&str) -> Option<Vec<u8>>) -> Result<Self, Error> {
+        Self::from_env_with_options(&R::default_options(), lookup)
+    }
+
+    /// [`Client::from_env_with`] with [`ClientOptions`]: exclusive wake-ups, or the shared
+    /// description of an inherited pipe. For the process environment pass
+    /// [`env_var`](crate::env_var) as `lookup`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::from_env`], and [`ErrorKind::Unsupported`] for exclusive wake-ups off
+    /// Linux or without a private description.
+    pub fn from_env_with_options(
+        options: &ClientOptions,
+        lookup: impl FnMut(&str) -> Option<Vec<u8>>,
+    ) -> Result<Self, Error> {
         let found = makeflags::from_env(lookup).map_err(|err| {
             Error::new(
                 ErrorKind::InvalidMakeflags,
@@ -352,9 +459,11 @@ impl<R: Reactor> Client<R> {
             )),
             Auth::Pipe { read, write } => {
                 let var = var.unwrap_or(EnvVar::Makeflags);
-                Self::connect_pipe(var, read, write, flags)
+                Self::connect_pipe(var, read, write, flags, options)
             }
-            Auth::Fifo(path) => Self::connect_fifo(var, PathBuf::from(OsString::from_vec(path)), flags),
+            Auth::Fifo(path) => {
+                Self::connect_fifo(var, PathBuf::from(OsString::from_vec(path)), flags, options)
+            }
             Auth::Semaphore(name) => Err(Error::new(
                 ErrorKind::Unsupported,
                 format!(
@@ -371,6 +480,7 @@ impl<R: Reactor> Client<R> {
         read: RawFd,
         write: RawFd,
         flags: MakeFlags,
+        options: &ClientOptions,
     ) -> Result<Self, Error> {
         // Duplicate first, then validate the duplicates: what was checked is what is used,
         // even if the numbers are closed and reused meanwhile (by another thread, say).
@@ -382,24 +492,14 @@ impl<R: Reactor> Client<R> {
         };
         let child_read = inherited(read, Access::Read)?;
         let child_write = inherited(write, Access::Write)?;
-        let private_read = sys::reopen_private(child_read.as_fd(), Access::Read).map_err(|e| {
-            Error::io(
-                format!("reopening jobserver descriptor {read} privately"),
-                e,
-            )
-        })?;
-        let private_write =
-            sys::reopen_private(child_write.as_fd(), Access::Write).map_err(|e| {
-                Error::io(
-                    format!("reopening jobserver descriptor {write} privately"),
-                    e,
-                )
-            })?;
         let probe = liveness::Probe::pipe(child_read.as_fd());
-        let conn = Conn {
-            reader: R::register(private_read)?,
-            writer: Some(private_write),
-        };
+        let conn = pipe_conn::<R>(
+            child_read.as_fd(),
+            child_write.as_fd(),
+            options,
+            read,
+            write,
+        )?;
         let child = ChildEnv::pipe_passing(&flags, Arc::new(child_read), Arc::new(child_write));
         Ok(Self::build(
             Machine::new(),
@@ -413,7 +513,12 @@ impl<R: Reactor> Client<R> {
         .watching(probe))
     }
 
-    fn connect_fifo(var: Option<EnvVar>, path: PathBuf, flags: MakeFlags) -> Result<Self, Error> {
+    fn connect_fifo(
+        var: Option<EnvVar>,
+        path: PathBuf,
+        flags: MakeFlags,
+        options: &ClientOptions,
+    ) -> Result<Self, Error> {
         let fd = sys::open_fifo(&path).map_err(|err| match err {
             FifoOpenError::NotAFifo(what) => Error::new(
                 ErrorKind::NotAFifo,
@@ -429,10 +534,7 @@ impl<R: Reactor> Client<R> {
             ),
         })?;
         let probe = liveness::Probe::fifo(fd.as_fd(), &path);
-        let conn = Conn {
-            reader: R::register(fd)?,
-            writer: None,
-        };
+        let conn = private_conn::<R>(fd, None, options)?;
         let child = ChildEnv::fifo_passing(&flags, path.as_os_str().as_encoded_bytes());
         Ok(Self::build(
             Machine::new(),
@@ -470,9 +572,25 @@ impl<R: Reactor> Client<R> {
         jobs: usize,
         lookup: impl FnMut(&str) -> Option<Vec<u8>>,
     ) -> Result<Self, Error> {
-        match Self::from_env_with(lookup) {
+        Self::from_env_or_new_with_options(jobs, &R::default_options(), lookup)
+    }
+
+    /// [`Client::from_env_or_new_with`] with [`ClientOptions`], which apply to the own pool's
+    /// client too.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::from_env_or_new`] and [`Client::from_env_with_options`].
+    pub fn from_env_or_new_with_options(
+        jobs: usize,
+        options: &ClientOptions,
+        lookup: impl FnMut(&str) -> Option<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        match Self::from_env_with_options(options, lookup) {
             Ok(client) => Ok(client),
-            Err(err) if err.kind() == ErrorKind::NoJobserver => Server::<R>::new(jobs)?.client(),
+            Err(err) if err.kind() == ErrorKind::NoJobserver => {
+                Server::<R>::new(jobs)?.client_with(options)
+            }
             Err(err) if matches!(err.kind(), ErrorKind::Disabled | ErrorKind::BadFds) => {
                 Ok(Self::implicit_only(Some(err)))
             }

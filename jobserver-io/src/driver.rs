@@ -96,14 +96,6 @@ pub trait Reactor: Send + Sync + Sized + 'static {
     /// [`Reactor::poll_read`].
     fn fd(&self) -> BorrowedFd<'_>;
 
-    /// Whether the driver may read and write [`Reactor::fd`] itself, without going through
-    /// [`Reactor::poll_read`]: only when the description is private to this process and
-    /// non-blocking, so such a read can never block. True unless a reactor says otherwise
-    /// (one that must use a shared, blocking description exactly as it is).
-    fn direct_io(&self) -> bool {
-        true
-    }
-
     /// Reads at most `buf.len()` bytes without blocking. When nothing can be read, arranges for
     /// `cx`'s waker to be woken once the descriptor is readable and returns `Pending`.
     ///
@@ -114,6 +106,49 @@ pub trait Reactor: Send + Sync + Sized + 'static {
     /// It must try the read before waiting unless it knows the descriptor is still empty, must
     /// not return `WouldBlock` as an error, and must not wake the waker from inside this call.
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>>;
+
+    /// Whether the driver may read and write [`Reactor::fd`] itself, without going through
+    /// [`Reactor::poll_read`]: only when the description is private and non-blocking and the
+    /// reactor needs to see every read. The default is `true`.
+    ///
+    /// A reactor on a helper thread ([`HelperReactor`](crate::thread::HelperReactor))
+    /// answers `false` when its descriptor is the description shared with other processes
+    /// (possibly blocking: a read there may only happen on the helper thread), and in
+    /// exclusive-wake-up mode (every read after a wake-up must pass on leftover tokens).
+    fn direct_io(&self) -> bool {
+        true
+    }
+
+    /// Builds this reactor around a helper thread instead of the runtime's own reactor, for
+    /// what the runtime must not be given: the description of an inherited pipe that is
+    /// shared with other processes (no private reopen: no `/proc/self/fd`, or
+    /// [`ClientOptions::shared_description`](crate::ClientOptions::shared_description)), or
+    /// a wait with exclusive wake-ups
+    /// ([`ClientOptions::exclusive_wakeups`](crate::ClientOptions::exclusive_wakeups)).
+    ///
+    /// Every adapter of this workspace supports it. The default refuses, so such clients
+    /// fail with [`ErrorKind::Unsupported`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unsupported`] when the reactor cannot hold a helper.
+    fn from_helper(helper: crate::thread::HelperReactor) -> Result<Self, Error> {
+        drop(helper);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "this reactor cannot wait on a helper thread (Reactor::from_helper), which an \
+             inherited pipe without a private reopen and exclusive wake-ups need",
+        ))
+    }
+
+    /// The options of a client of this reactor made without explicit ones
+    /// ([`Client::from_env`](crate::Client::from_env), `from_env_or_new`,
+    /// [`Server::client`](crate::Server::client), ...). The default is
+    /// [`ClientOptions::new`](crate::ClientOptions::new); a newtype around a reactor can
+    /// choose others, such as a client type that always waits with exclusive wake-ups.
+    fn default_options() -> crate::ClientOptions {
+        crate::ClientOptions::new()
+    }
 }
 
 /// What one [`Reactor::poll_read`] found.
@@ -452,6 +487,13 @@ static LOST_TOKENS: AtomicU64 = AtomicU64::new(0);
 /// a nonzero value is worth reporting, for example in a build tool's summary.
 pub fn lost_tokens() -> u64 {
     LOST_TOKENS.load(Ordering::Relaxed)
+}
+
+/// Counts `n` tokens lost for good outside the driver (in [`lost_tokens`]): bytes a helper
+/// thread held that could not be written back when it ended.
+pub(crate) fn count_lost(n: usize) {
+    let n = u64::try_from(n).unwrap_or(u64::MAX);
+    LOST_TOKENS.fetch_add(n, Ordering::Relaxed);
 }
 
 /// What the reactor's waker reaches: a flag and the task to wake. It never blocks and does

@@ -21,8 +21,9 @@ pub enum ErrorKind {
     /// The `fifo:` path is not a fifo or character device (a regular file, say): no token is
     /// ever written to it.
     NotAFifo,
-    /// Not possible on this platform (a Windows semaphore on Unix, or no private reopen of an
-    /// inherited pipe).
+    /// Not possible on this platform or with this reactor: a Windows semaphore on Unix,
+    /// exclusive wake-ups off Linux or without a private description, or a reactor that
+    /// cannot wait on a helper thread where one is needed.
     Unsupported,
     /// The make (or other server) that owns the jobserver has exited: its pipe reached
     /// end-of-file, or, for a client found in the environment, a liveness check saw the server

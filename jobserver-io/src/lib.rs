@@ -19,9 +19,11 @@
 //! # Platform-specific behavior
 //!
 //! Unix only. An inherited pipe is reopened through `/proc/self/fd` (Linux) so that the
-//! non-blocking mode is set on a private description; where that is impossible the pipe is
-//! refused with [`ErrorKind::Unsupported`] rather than changing the description that make and
-//! its other children share.
+//! non-blocking mode is set on a private description. Where that is impossible (macOS, the
+//! BSDs) the client reads the description that make and its other children share as it is,
+//! through a helper thread ([`thread::HelperReactor`]), and never changes its flags. Pools of
+//! our own ([`Server`]) need no reopen anywhere, and fifos are opened privately everywhere.
+//! Exclusive wake-ups ([`ClientOptions::exclusive_wakeups`]) need Linux.
 #![cfg(unix)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -30,11 +32,13 @@ mod client;
 mod driver;
 mod error;
 mod liveness;
+mod options;
 mod registry;
 mod server;
 mod signals;
 mod spawn;
 pub mod sys;
+pub mod thread;
 mod timer;
 
 pub use client::{Client, Mode};
@@ -42,6 +46,7 @@ pub use driver::{lost_tokens, Acquire, Filled, Metrics, Reactor, Token};
 pub use error::{Error, ErrorKind};
 pub use jobserver_proto::makeflags::{EnvVar, Jobs, MakeFlags};
 pub use jobserver_proto::{ReleasePolicy, Report, Stats, MAX_UNITS};
+pub use options::{env_var, ClientOptions};
 pub use server::Server;
 pub use spawn::TokenChild;
 
@@ -56,8 +61,8 @@ pub use spawn::TokenChild;
 macro_rules! adapter_api {
     ($reactor:ty, $runtime:literal) => {
         pub use $crate::{
-            lost_tokens, EnvVar, Error, ErrorKind, Jobs, MakeFlags, Metrics, Mode, ReleasePolicy,
-            Report, Stats, MAX_UNITS,
+            env_var, lost_tokens, ClientOptions, EnvVar, Error, ErrorKind, Jobs, MakeFlags,
+            Metrics, Mode, ReleasePolicy, Report, Stats, MAX_UNITS,
         };
 
         #[doc = concat!("The jobserver client for ", $runtime, ". See [`jobserver_io::Client`] for every method.")]

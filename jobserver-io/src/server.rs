@@ -11,24 +11,51 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use jobserver_proto::makeflags::{Jobs, MakeFlags};
 use jobserver_proto::{Machine, PoolPlan, Report, Resize, DEFAULT_TOKEN_BYTE};
 
-use crate::client::{ChildEnv, Client, Mode};
-use crate::driver::{Conn, Reactor, Shared};
+use crate::client::{private_conn, shared_conn, try_dup, ChildEnv, Client, Mode};
+use crate::driver::{Reactor, Shared};
 use crate::error::{Error, ErrorKind};
+use crate::options::ClientOptions;
 use crate::signals::RemoveOnSignal;
 use crate::sys::{self, Access, FifoOpenError};
+use crate::thread::HelperReactor;
 
 enum Pool {
     Pipe {
-        /// The ends handed to children (blocking, shared descriptions: never change their
-        /// flags).
+        /// The ends handed to children: blocking descriptions (make 4.2 and older, and
+        /// macOS's make 3.81, need a blocking read side), shared with them once a child is
+        /// spawned, so their flags are never changed after creation.
         read: Arc<OwnedFd>,
         write: Arc<OwnedFd>,
-        /// Private non-blocking descriptions of the same pipe, for the server's own reads
-        /// (absorbing, draining) and writes (growing).
-        reader: OwnedFd,
-        writer: OwnedFd,
+        /// This process's own way into the same pipe.
+        own: Own,
     },
     Fifo(Arc<FifoFile>),
+}
+
+/// How the server and its clients reach a pipe pool, by what creating it could give.
+enum Own {
+    /// A private non-blocking description, shared with no other process: read-write (a
+    /// split pipe, [`sys::create_split_pipe`]), or a reader and a writer (reopened through
+    /// `/proc/self/fd`).
+    Private {
+        reader: OwnedFd,
+        writer: Option<OwnedFd>,
+    },
+    /// Nothing private (no fifo could be made and no `/proc/self/fd`): the children's
+    /// blocking descriptions, read through a helper thread (a read there may block) and
+    /// written only where `poll` shows room.
+    Shared(HelperReactor),
+}
+
+/// How [`Server::new`] makes its pipe; tried in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PipeSetup {
+    /// A fifo opened three times and removed at once ([`sys::create_split_pipe`]).
+    Split,
+    /// An anonymous pipe, reopened privately through `/proc/self/fd` (Linux).
+    Reopen,
+    /// An anonymous blocking pipe and nothing else.
+    Shared,
 }
 
 /// An own pool's fifo: its path and our own read-write, non-blocking description, which
@@ -64,19 +91,36 @@ impl Inner {
         }
     }
 
-    /// A non-blocking description to read tokens from (absorb, drain).
-    fn private_reader(&self) -> BorrowedFd<'_> {
+    /// Reads, without blocking, tokens that are free now (absorb, drain). `WouldBlock` when
+    /// there are none.
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         match &self.pool {
-            Pool::Pipe { reader, .. } => reader.as_fd(),
-            Pool::Fifo(fifo) => fifo.fd.as_fd(),
+            Pool::Pipe {
+                own: Own::Private { reader, .. },
+                ..
+            } => sys::read(reader.as_fd(), buf),
+            Pool::Pipe {
+                own: Own::Shared(helper),
+                ..
+            } => helper.read_now(buf),
+            Pool::Fifo(fifo) => sys::read(fifo.fd.as_fd(), buf),
         }
     }
 
-    /// A non-blocking description to write new tokens to (grow).
-    fn private_writer(&self) -> BorrowedFd<'_> {
+    /// Writes up to `count` new token bytes without blocking; returns how many went in and
+    /// the error that stopped it early (`WouldBlock` on a full pipe), if any.
+    fn write_now(&self, count: usize) -> (usize, Option<io::Error>) {
         match &self.pool {
-            Pool::Pipe { writer, .. } => writer.as_fd(),
-            Pool::Fifo(fifo) => fifo.fd.as_fd(),
+            Pool::Pipe {
+                own: Own::Private { reader, writer },
+                ..
+            } => write_tokens(writer.as_ref().unwrap_or(reader).as_fd(), count, false),
+            Pool::Pipe {
+                own: Own::Shared(_),
+                write,
+                ..
+            } => write_tokens(write.as_fd(), count, true),
+            Pool::Fifo(fifo) => write_tokens(fifo.fd.as_fd(), count, false),
         }
     }
 
@@ -87,14 +131,17 @@ impl Inner {
     }
 }
 
-/// Reads and discards up to `plan.pending_absorb()` bytes from the non-blocking `fd`, stopping
-/// when none are free; records them in `plan` as they are read. Returns how many.
-fn absorb_into(plan: &mut PoolPlan, fd: BorrowedFd<'_>) -> io::Result<usize> {
+/// Reads and discards up to `plan.pending_absorb()` bytes with `read` (which never blocks),
+/// stopping when none are free; records them in `plan` as they are read. Returns how many.
+fn absorb_into(
+    plan: &mut PoolPlan,
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
     let mut total = 0;
     let mut buf = [0u8; 4096];
     while plan.pending_absorb() > 0 {
         let want = plan.pending_absorb().min(buf.len());
-        match sys::read(fd, &mut buf[..want]) {
+        match read(&mut buf[..want]) {
             // End-of-file cannot happen while we hold a write end; nothing to absorb then.
             Ok(0) => break,
             Ok(n) => {
@@ -108,13 +155,37 @@ fn absorb_into(plan: &mut PoolPlan, fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(total)
 }
 
-/// Writes up to `count` token bytes into the non-blocking `fd`; returns how many went in
-/// and the error that stopped it early (`WouldBlock` on a full pipe), if any.
-fn write_tokens(fd: BorrowedFd<'_>, count: usize) -> (usize, Option<io::Error>) {
+/// The most bytes written at once to a blocking pipe after `poll` showed room: POSIX's
+/// `PIPE_BUF` minimum, which a pipe with room takes whole.
+const GUARDED_CHUNK: usize = 512;
+
+/// Writes up to `count` token bytes into `fd`; returns how many went in and the error that
+/// stopped it early (`WouldBlock` on a full pipe), if any.
+///
+/// `fd` is non-blocking, or (`guarded`) blocking: then each chunk is written only after
+/// `poll` reports room for it, and a pipe without room is `WouldBlock` instead of a hang.
+fn write_tokens(fd: BorrowedFd<'_>, count: usize, guarded: bool) -> (usize, Option<io::Error>) {
     let chunk = [DEFAULT_TOKEN_BYTE; 4096];
+    let max = if guarded { GUARDED_CHUNK } else { chunk.len() };
     let mut written = 0;
     while written < count {
-        let len = (count - written).min(chunk.len());
+        if guarded {
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::OUT,
+            )];
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            match rustix::event::poll(&mut fds, Some(&zero)) {
+                Ok(_) if fds[0].revents().contains(rustix::event::PollFlags::OUT) => {}
+                Ok(_) => return (written, Some(io::ErrorKind::WouldBlock.into())),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return (written, Some(e.into())),
+            }
+        }
+        let len = (count - written).min(max);
         match rustix::io::write(fd, &chunk[..len]) {
             Ok(0) => {
                 return (
@@ -206,33 +277,101 @@ fn plan_and_preload(
 }
 
 impl<R: Reactor> Server<R> {
-    /// Creates a pool of `jobs` on an anonymous pipe (the mode every make version and the
-    /// `jobserver` crate understand).
+    /// Creates a pool of `jobs` on a pipe (the mode every make version and the `jobserver`
+    /// crate understand): children get `--jobserver-auth=R,W`.
     ///
     /// The pipe is close-on-exec: only children passed to [`Server::configure`] inherit it.
+    /// Their descriptions are blocking (make 4.2 and older, and macOS's make 3.81, fail on a
+    /// non-blocking read side); this process's own description is another one, private and
+    /// non-blocking, so no reopen through `/proc` is needed:
+    ///
+    /// 1. a fifo is made in the temporary directory, opened once for this process and once
+    ///    for each end the children get, and removed again at once
+    ///    ([`sys::create_split_pipe`]): a pipe without a name, as an anonymous one;
+    /// 2. where no fifo can be made there (an unwritable `TMPDIR`, say), an anonymous pipe,
+    ///    reopened privately through `/proc/self/fd` (Linux);
+    /// 3. where neither works, an anonymous blocking pipe that this process reads through a
+    ///    helper thread ([`HelperKind::Shared`](crate::thread::HelperKind::Shared)) and
+    ///    writes only where `poll` shows room, never changing its flags once a child may
+    ///    share it.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Capacity`] for `jobs == 0` or a pool larger than the pipe can hold even
     /// after trying to grow it; [`ErrorKind::Io`] when the pipe cannot be created.
     pub fn new(jobs: usize) -> Result<Self, Error> {
-        let (read, write) =
-            sys::create_pipe().map_err(|e| Error::io("creating the jobserver pipe", e))?;
-        let writer = sys::reopen_private(write.as_fd(), Access::Write)
-            .map_err(|e| Error::io("opening the new jobserver pipe for preloading", e))?;
-        let reader = sys::reopen_private(read.as_fd(), Access::Read)
-            .map_err(|e| Error::io("opening the new jobserver pipe for reading", e))?;
-        let plan = plan_and_preload(jobs, write.as_fd(), writer.as_fd())?;
+        match Self::new_pipe(jobs, PipeSetup::Split) {
+            Err(e) if e.kind() == ErrorKind::Io => {
+                let next = if sys::HAS_PROC_REOPEN {
+                    PipeSetup::Reopen
+                } else {
+                    PipeSetup::Shared
+                };
+                match Self::new_pipe(jobs, next) {
+                    Err(e) if e.kind() == ErrorKind::Io && next == PipeSetup::Reopen => {
+                        Self::new_pipe(jobs, PipeSetup::Shared)
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// [`Server::new`] with one way of making the pipe, for tests of each.
+    pub(crate) fn new_pipe(jobs: usize, setup: PipeSetup) -> Result<Self, Error> {
+        let (read, write, own) = match setup {
+            PipeSetup::Split => {
+                let pipe = sys::create_split_pipe(&std::env::temp_dir()).map_err(|e| {
+                    Error::io("creating the jobserver pipe (a fifo, removed at once)", e)
+                })?;
+                let own = Own::Private {
+                    reader: pipe.private,
+                    writer: None,
+                };
+                (pipe.read, pipe.write, own)
+            }
+            PipeSetup::Reopen => {
+                let (read, write) =
+                    sys::create_pipe().map_err(|e| Error::io("creating the jobserver pipe", e))?;
+                let writer = sys::reopen_private(write.as_fd(), Access::Write)
+                    .map_err(|e| Error::io("opening the new jobserver pipe for preloading", e))?;
+                let reader = sys::reopen_private(read.as_fd(), Access::Read)
+                    .map_err(|e| Error::io("opening the new jobserver pipe for reading", e))?;
+                let own = Own::Private {
+                    reader,
+                    writer: Some(writer),
+                };
+                (read, write, own)
+            }
+            PipeSetup::Shared => {
+                let (read, write) =
+                    sys::create_pipe().map_err(|e| Error::io("creating the jobserver pipe", e))?;
+                let helper = HelperReactor::shared(try_dup(&read)?, try_dup(&write)?)?;
+                (read, write, Own::Shared(helper))
+            }
+        };
+        let plan = match &own {
+            Own::Private { reader, writer } => {
+                let writer = writer.as_ref().unwrap_or(reader);
+                plan_and_preload(jobs, write.as_fd(), writer.as_fd())?
+            }
+            Own::Shared(_) => {
+                // Nobody shares the new pipe yet: non-blocking just for the preload, so that
+                // a pipe too small fails instead of hanging, then blocking again for children.
+                sys::set_nonblocking(write.as_fd())
+                    .map_err(|e| Error::io("preparing the jobserver pipe", e))?;
+                let plan = plan_and_preload(jobs, write.as_fd(), write.as_fd());
+                sys::set_blocking(write.as_fd())
+                    .map_err(|e| Error::io("preparing the jobserver pipe", e))?;
+                plan?
+            }
+        };
         let (read, write) = (Arc::new(read), Arc::new(write));
         let child = ChildEnv::pipe(Jobs::Limited(plan.jobs()), read.clone(), write.clone());
         Ok(Self::from_inner(Inner {
             plan: Mutex::new(plan),
-            pool: Pool::Pipe {
-                read,
-                write,
-                reader,
-                writer,
-            },
+            pool: Pool::Pipe { read, write, own },
             child,
         }))
     }
@@ -285,44 +424,48 @@ impl<R: Reactor> Server<R> {
     }
 
     /// A client for this process that shares the pool (its first token is this process's
-    /// implicit slot). It keeps the pool alive.
+    /// implicit slot), with the reactor's [default options](Reactor::default_options). It
+    /// keeps the pool alive.
     ///
     /// Calling it again gives another client of the same token machine, not a second
     /// implicit slot (see [`Client`]'s "One machine per jobserver per process").
     ///
     /// # Errors
     ///
-    /// Opening a private description fails, or the runtime is missing
-    /// ([`ErrorKind::NoRuntime`]).
+    /// Opening a description fails, or the runtime is missing ([`ErrorKind::NoRuntime`]).
     pub fn client(&self) -> Result<Client<R>, Error> {
+        self.client_with(&R::default_options())
+    }
+
+    /// [`Server::client`] with [`ClientOptions`]: exclusive wake-ups (on this process's own
+    /// private description), or
+    /// [`shared_description`](ClientOptions::shared_description) for a pipe pool (the
+    /// blocking description children get, through a helper thread).
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::client`], and [`ErrorKind::Unsupported`] for exclusive wake-ups off Linux
+    /// or on a pool without a private description.
+    pub fn client_with(&self, options: &ClientOptions) -> Result<Client<R>, Error> {
         let mut flags = MakeFlags::default();
         flags.jobs = Jobs::Limited(self.inner.plan().jobs());
         let (conn, mode) = match &self.inner.pool {
-            Pool::Pipe { read, write, .. } => {
-                let reader = sys::reopen_private(read.as_fd(), Access::Read)
-                    .map_err(|e| Error::io("reopening the jobserver pipe", e))?;
-                let writer = sys::reopen_private(write.as_fd(), Access::Write)
-                    .map_err(|e| Error::io("reopening the jobserver pipe", e))?;
-                (
-                    Conn {
-                        reader: R::register(reader)?,
-                        writer: Some(writer),
-                    },
-                    Mode::Pipe,
-                )
+            Pool::Pipe { read, write, own } => {
+                let conn = match own {
+                    Own::Private { reader, writer } if !options.is_shared_description() => {
+                        let writer = writer.as_ref().map(try_dup).transpose()?;
+                        private_conn::<R>(try_dup(reader)?, writer, options)?
+                    }
+                    _ => shared_conn::<R>(read.as_fd(), write.as_fd(), options)?,
+                };
+                (conn, Mode::Pipe)
             }
             Pool::Fifo(fifo) => {
                 let fd = sys::open_fifo(&fifo.path).map_err(|e| match e {
                     FifoOpenError::Io(e) => Error::io("opening the jobserver fifo", e),
                     other => Error::new(ErrorKind::Io, other.to_string()),
                 })?;
-                (
-                    Conn {
-                        reader: R::register(fd)?,
-                        writer: None,
-                    },
-                    Mode::Fifo,
-                )
+                (private_conn::<R>(fd, None, options)?, Mode::Fifo)
             }
         };
         let child = Some(self.inner.child.clone());
@@ -404,7 +547,7 @@ impl<R: Reactor> Server<R> {
         let step = plan.resize(jobs, capacity).map_err(capacity_error)?;
         match step {
             Resize::Write(count) => {
-                let (written, err) = write_tokens(self.inner.private_writer(), count);
+                let (written, err) = self.inner.write_now(count);
                 plan.grown(written);
                 match err {
                     None => Ok(()),
@@ -429,7 +572,7 @@ impl<R: Reactor> Server<R> {
                 }
             }
             Resize::Absorb(_) => {
-                absorb_into(&mut plan, self.inner.private_reader())
+                absorb_into(&mut plan, |buf| self.inner.read_now(buf))
                     .map_err(|e| Error::io("absorbing jobserver tokens after a shrink", e))?;
                 Ok(())
             }
@@ -445,7 +588,7 @@ impl<R: Reactor> Server<R> {
     /// When the pipe cannot be read.
     pub fn absorb(&self) -> io::Result<usize> {
         let mut plan = self.inner.plan();
-        absorb_into(&mut plan, self.inner.private_reader())
+        absorb_into(&mut plan, |buf| self.inner.read_now(buf))
     }
 
     /// The fifo's path, for a fifo pool.
@@ -497,7 +640,7 @@ impl<R: Reactor> Server<R> {
         let mut returned = 0;
         let mut buf = [0u8; 4096];
         let drained = loop {
-            match sys::read(self.inner.private_reader(), &mut buf) {
+            match self.inner.read_now(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => returned += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
@@ -536,7 +679,7 @@ impl<R: Reactor> Server<R> {
 
     /// Writes `count` tokens back into the pool after counting them.
     fn put_back(&self, count: usize) -> Result<(), Error> {
-        match write_tokens(self.inner.private_writer(), count) {
+        match self.inner.write_now(count) {
             (_, None) => Ok(()),
             (written, Some(e)) => Err(Error::io(
                 format_args!(
@@ -581,5 +724,78 @@ impl<R: Reactor> Server<R> {
                  call shutdown again; nothing was taken out of the pool"
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocking::ThreadReactor;
+
+    /// Every way of making the pipe gives the same pool: blocking descriptions for children,
+    /// the right preload, clients that take and give back tokens, a resize, a clean audit.
+    #[test]
+    fn every_pipe_setup_makes_a_working_pool() {
+        let mut setups = vec![PipeSetup::Split, PipeSetup::Shared];
+        if sys::HAS_PROC_REOPEN {
+            setups.push(PipeSetup::Reopen);
+        }
+        for setup in setups {
+            let server = Server::<ThreadReactor>::new_pipe(4, setup).expect("a pool");
+            let (read, write) = match &server.inner.pool {
+                Pool::Pipe { read, write, .. } => (read.clone(), write.clone()),
+                Pool::Fifo(_) => unreachable!(),
+            };
+            for fd in [read.as_fd(), write.as_fd()] {
+                assert!(
+                    !sys::is_nonblocking(fd).unwrap(),
+                    "{setup:?}: blocking for children"
+                );
+            }
+            assert_eq!(server.available().unwrap(), 3, "{setup:?}");
+            let client = crate::blocking::Client::from(server.client().expect("a client"));
+            let all = client.acquire_many(4).expect("4 tokens");
+            assert_eq!(server.available().unwrap(), 0, "{setup:?}");
+            assert!(client.try_acquire().unwrap().is_none(), "{setup:?}");
+            drop(all);
+            assert_eq!(server.available().unwrap(), 3, "{setup:?}");
+
+            server.resize(6).expect("grow");
+            assert_eq!(server.available().unwrap(), 5, "{setup:?}");
+            server.resize(2).expect("shrink");
+            assert_eq!(server.available().unwrap(), 1, "{setup:?}");
+            assert_eq!(server.pending_absorb(), 0, "{setup:?}");
+            let report = server.shutdown().expect("shutdown");
+            assert!(report.is_balanced(), "{setup:?}: {report:?}");
+            assert_eq!(server.available().unwrap(), 1, "{setup:?}: put back");
+            for fd in [read.as_fd(), write.as_fd()] {
+                assert!(
+                    !sys::is_nonblocking(fd).unwrap(),
+                    "{setup:?}: still blocking"
+                );
+            }
+        }
+    }
+
+    /// Without a private description, the clients of a pool read the children's blocking
+    /// description through a helper thread, and a shrink's debt is absorbed as tokens come
+    /// back.
+    #[test]
+    fn a_pool_without_a_private_description_reads_through_a_helper() {
+        let server = Server::<ThreadReactor>::new_pipe(3, PipeSetup::Shared).expect("a pool");
+        let client = crate::blocking::Client::from(server.client().expect("a client"));
+        let held = client.acquire_many(3).expect("3 tokens");
+        server.resize(1).expect("shrink");
+        assert_eq!(server.pending_absorb(), 2);
+        drop(held);
+        assert_eq!(
+            server.absorb().expect("absorb"),
+            2,
+            "the 2 tokens that came back"
+        );
+        assert_eq!(server.pending_absorb(), 0);
+        assert_eq!(server.available().unwrap(), 0);
+        drop(client.acquire().expect("the implicit slot still works"));
+        assert!(server.shutdown().expect("shutdown").is_balanced());
     }
 }

@@ -9,8 +9,12 @@
 //! they never change the flags of a description this process merely inherited:
 //! see `PROTOCOL.md` §3. The only place that may call `F_SETFL` on an
 //! inherited descriptor is the restore path of [`reopen_private`], which puts
-//! back flags that it changed by accident on a platform that handed out a
+//! back flags that it changed by accident if the kernel ever handed out a
 //! duplicate instead of a new description.
+//!
+//! With the `no-procfs` feature (a testing aid) [`reopen_private`] is compiled
+//! out as on a platform without `/proc/self/fd`: it always fails with
+//! [`io::ErrorKind::Unsupported`].
 
 use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
@@ -181,13 +185,25 @@ fn check_fd(borrowed: BorrowedFd<'_>, access: Access) -> Result<(), FdProblem> {
     }
 }
 
-/// Paths that may name the open descriptor `fd` through the file system, best
-/// first. Only candidates: [`reopen_private`] verifies what each one yields.
+/// Whether this build can reopen a descriptor through `/proc/self/fd` (Linux and Android,
+/// unless the `no-procfs` testing feature compiles it out).
+pub const HAS_PROC_REOPEN: bool = cfg!(all(
+    any(target_os = "linux", target_os = "android"),
+    not(feature = "no-procfs")
+));
+
+/// Paths that may name the open descriptor `fd` through the file system and open a NEW
+/// description of it. Only candidates: [`reopen_private`] verifies what each one yields.
+///
+/// Only Linux's `/proc/self/fd/N` qualifies. `/dev/fd/N` is left out everywhere: on Linux it
+/// is a link into `/proc/self/fd` (no second chance), and on macOS and the BSDs it usually
+/// yields a duplicate of the same description, which could only be told apart from a new
+/// one by changing the flags of the shared description for a moment.
 fn reopen_candidates(fd: RawFd) -> Vec<String> {
-    let mut paths = Vec::with_capacity(2);
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    paths.push(format!("/proc/self/fd/{fd}"));
-    paths.push(format!("/dev/fd/{fd}"));
+    let mut paths = Vec::with_capacity(1);
+    if HAS_PROC_REOPEN {
+        paths.push(format!("/proc/self/fd/{fd}"));
+    }
     paths
 }
 
@@ -203,19 +219,20 @@ fn unsupported(msg: String) -> io::Error {
 /// `/proc/self/fd/N` (Linux), with `O_NONBLOCK | O_CLOEXEC` and the access mode
 /// for `access` (`O_RDONLY` / `O_WRONLY`).
 ///
-/// `/dev/fd/N` is tried next: on Linux it is a link into `/proc/self/fd`, and on
-/// other systems it usually yields a duplicate of the same description, which
-/// the check below detects and refuses.
-///
 /// The result is verified to be the same pipe (`st_dev` and `st_ino` equal) and
 /// a distinct description: its `O_NONBLOCK` bit is made to differ from the
 /// original's, and the original's flags must not follow. If they do, the
-/// platform handed out a duplicate: the original's flags are restored (the only
+/// kernel handed out a duplicate: the original's flags are restored (the only
 /// `F_SETFL` this module ever performs on `fd`) and an error of kind
-/// [`io::ErrorKind::Unsupported`] is returned. The same kind is returned when no
-/// candidate path can be opened at all (non-Linux without `/dev/fd`, `/proc` not
-/// mounted). Other failures, such as `ENXIO` when opening the write side of a
-/// pipe that has no reader left, are returned as they are.
+/// [`io::ErrorKind::Unsupported`] is returned. `/proc/self/fd` always gives a new
+/// description, so this is a safety net, not a path that is expected to run.
+///
+/// Elsewhere (macOS, the BSDs, or Linux without `/proc` mounted, or with the
+/// `no-procfs` feature) this fails with [`io::ErrorKind::Unsupported`] without
+/// touching `fd`; the client then reads the shared description as it is, on a
+/// helper thread ([`crate::thread::HelperReactor`]). Other failures, such as
+/// `ENXIO` when opening the write side of a pipe that has no reader left, are
+/// returned as they are.
 ///
 /// The new descriptor is numbered [`MIN_FD`] or above ([`above_stdio`]).
 pub fn reopen_private(fd: BorrowedFd<'_>, access: Access) -> io::Result<OwnedFd> {
@@ -420,8 +437,7 @@ const FIFO_NAME_ATTEMPTS: u32 = 64;
 /// `<counter>` is a process-wide sequence number and `<n>` mixes per-call
 /// entropy (std's randomly keyed hasher, a stack address and the clock). If the
 /// umask stripped permission bits, the mode is set back to exactly 0600.
-/// Not available on Apple platforms (`rustix` has no `mkfifoat` there): returns
-/// an error of kind [`io::ErrorKind::Unsupported`].
+/// On Apple platforms, where `rustix` has no `mkfifoat`, libc's `mkfifo` is used.
 pub fn create_fifo(dir: &Path) -> io::Result<PathBuf> {
     let pid = std::process::id();
     let marker = 0u8;
@@ -469,12 +485,87 @@ fn make_fifo(path: &Path) -> io::Result<()> {
     )?)
 }
 
+/// rustix has no `mkfifoat` on Apple platforms: libc's `mkfifo` (libc is already there, as
+/// rustix's backend on these platforms).
 #[cfg(target_vendor = "apple")]
 fn make_fifo(path: &Path) -> io::Result<()> {
-    let _ = path;
-    Err(unsupported(
-        "creating a fifo is not supported on this platform".to_owned(),
-    ))
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; mkfifo only reads it.
+    if unsafe { libc::mkfifo(path.as_ptr(), 0o600) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A pipe of this process's own with two kinds of description: blocking ones for children,
+/// and a private non-blocking one for this process. Made by [`create_split_pipe`].
+#[derive(Debug)]
+pub struct SplitPipe {
+    /// Blocking, close-on-exec, read-only: the read end handed to children.
+    pub read: OwnedFd,
+    /// Blocking, close-on-exec, write-only: the write end handed to children.
+    pub write: OwnedFd,
+    /// Non-blocking, close-on-exec, read-write: this process's own description, shared with
+    /// nobody (children get `read` and `write`, which are other descriptions).
+    pub private: OwnedFd,
+}
+
+/// Creates a pipe whose descriptions for children are blocking and whose description for
+/// this process is non-blocking, without `/proc`: a fifo is made in `dir` ([`create_fifo`]),
+/// opened three times (read-write non-blocking for us, then read-only and write-only
+/// blocking, which return at once since our read-write end is both a reader and a writer),
+/// checked to be the same fifo each time, and removed again at once. What is left is a pipe
+/// without a name, like an anonymous one (`S_IFIFO`), with separate open file descriptions,
+/// so that `O_NONBLOCK` on ours never reaches a child (make 4.2 and older, and macOS's make
+/// 3.81, fail on a non-blocking read side).
+///
+/// Every descriptor is numbered [`MIN_FD`] or above. The fifo exists in `dir` only between
+/// `mkfifo` and `unlink` (mode 0600); a process killed in between leaves it behind.
+///
+/// # Errors
+///
+/// When the fifo cannot be made or opened (an unwritable `dir`, a file system without
+/// fifos); nothing is left behind then.
+pub fn create_split_pipe(dir: &Path) -> io::Result<SplitPipe> {
+    let path = create_fifo(dir)?;
+    let result = open_split(&path);
+    let removed = rustix::fs::unlink(&path);
+    let pipe = result?;
+    removed?;
+    Ok(pipe)
+}
+
+fn open_split(path: &Path) -> io::Result<SplitPipe> {
+    let open = |flags: OFlags| -> io::Result<OwnedFd> {
+        let fd = rustix::fs::open(
+            path,
+            flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )?;
+        above_stdio(fd)
+    };
+    // Ours first: as a reader and a writer it lets the blocking opens below return at once.
+    let private = open(OFlags::RDWR | OFlags::NONBLOCK)?;
+    let read = open(OFlags::RDONLY)?;
+    let write = open(OFlags::WRONLY)?;
+    let want = rustix::fs::fstat(&private)?;
+    for fd in [&read, &write] {
+        let stat = rustix::fs::fstat(fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::Fifo || !same_file(&want, &stat) {
+            return Err(io::Error::other(format!(
+                "{} was replaced while it was being opened",
+                path.display()
+            )));
+        }
+    }
+    Ok(SplitPipe {
+        read,
+        write,
+        private,
+    })
 }
 
 /// One non-blocking read of up to buf.len() bytes; retries EINTR; returns
@@ -634,6 +725,28 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Clears `O_NONBLOCK` on a descriptor that this process created and that nobody else
+/// shares yet (a new pipe, between a non-blocking preload and the first child).
+///
+/// Never call this on an inherited descriptor, or on one a child may already have: the flag
+/// lives in the open file description (`PROTOCOL.md` §3).
+pub fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    if flags.contains(OFlags::NONBLOCK) {
+        rustix::fs::fcntl_setfl(fd, (flags - OFlags::NONBLOCK) & !OFlags::RWMODE)?;
+    }
+    Ok(())
+}
+
+/// Whether `O_NONBLOCK` is set on the description now (`F_GETFL`, which changes nothing).
+///
+/// On a description shared with other processes the answer can change at any time (make
+/// 4.3 and later set it on the read side of their pipe), so it only tells how a read made
+/// right now would behave.
+pub fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(rustix::fs::fcntl_getfl(fd)?.contains(OFlags::NONBLOCK))
+}
+
 /// Current file status flags (`F_GETFL`) as raw bits (`O_NONBLOCK`, the access
 /// mode, ...), for tests that check an inherited description is unchanged.
 pub fn status_flags(fd: BorrowedFd<'_>) -> io::Result<i32> {
@@ -669,15 +782,12 @@ mod tests {
         }
     }
 
-    /// `reopen_private`, or `None` where the platform cannot give a private
-    /// description (allowed off Linux only).
+    /// `reopen_private`, or `None` where the build cannot give a private
+    /// description (allowed only without [`HAS_PROC_REOPEN`]).
     fn reopen(fd: BorrowedFd<'_>, access: Access) -> Option<OwnedFd> {
         match reopen_private(fd, access) {
             Ok(new) => Some(new),
-            Err(e)
-                if e.kind() == io::ErrorKind::Unsupported
-                    && !cfg!(any(target_os = "linux", target_os = "android")) =>
-            {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported && !HAS_PROC_REOPEN => {
                 eprintln!("skipped: {e}");
                 None
             }
@@ -750,10 +860,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(
-        target_vendor = "apple",
-        ignore = "rustix has no mkfifoat on Apple platforms"
-    )]
     fn reopen_private_of_a_fifo() {
         let dir = std::env::temp_dir();
         let path = TempPath(create_fifo(&dir).unwrap());
@@ -817,10 +923,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(
-        target_vendor = "apple",
-        ignore = "rustix has no mkfifoat on Apple platforms"
-    )]
     fn check_inherited_read_write_fifo_serves_both_ends() {
         let path = TempPath(create_fifo(&std::env::temp_dir()).unwrap());
         let fifo = open_fifo(&path.0).unwrap();
@@ -862,10 +964,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(
-        target_vendor = "apple",
-        ignore = "rustix has no mkfifoat on Apple platforms"
-    )]
     fn open_fifo_without_other_openers_does_not_block() {
         let path = TempPath(create_fifo(&std::env::temp_dir()).unwrap());
         let opened_path = path.0.clone();
@@ -1014,10 +1112,64 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(
-        target_vendor = "apple",
-        ignore = "rustix has no mkfifoat on Apple platforms"
-    )]
+    fn split_pipe_has_blocking_ends_for_children_and_a_private_nonblocking_one() {
+        let pipe = create_split_pipe(&std::env::temp_dir()).unwrap();
+        // The fifo's name is gone: no link is left to it.
+        assert_eq!(rustix::fs::fstat(&pipe.private).unwrap().st_nlink, 0);
+        for fd in [pipe.read.as_fd(), pipe.write.as_fd(), pipe.private.as_fd()] {
+            assert!(fd.as_raw_fd() >= MIN_FD);
+            assert!(rustix::io::fcntl_getfd(fd)
+                .unwrap()
+                .contains(FdFlags::CLOEXEC));
+            let stat = rustix::fs::fstat(fd).unwrap();
+            assert_eq!(FileType::from_raw_mode(stat.st_mode), FileType::Fifo);
+        }
+        assert!(!nonblocking(pipe.read.as_fd()));
+        assert!(!nonblocking(pipe.write.as_fd()));
+        assert!(nonblocking(pipe.private.as_fd()));
+        let mode = |fd: BorrowedFd<'_>| rustix::fs::fcntl_getfl(fd).unwrap() & OFlags::RWMODE;
+        assert_eq!(mode(pipe.read.as_fd()), OFlags::RDONLY);
+        assert_eq!(mode(pipe.write.as_fd()), OFlags::WRONLY);
+        assert_eq!(mode(pipe.private.as_fd()), OFlags::RDWR);
+        assert_eq!(check_inherited(pipe.read.as_raw_fd(), Access::Read), Ok(()));
+        assert_eq!(
+            check_inherited(pipe.write.as_raw_fd(), Access::Write),
+            Ok(())
+        );
+
+        // One pipe: bytes written through any description come out of any other.
+        write_byte(pipe.private.as_fd(), b'a').unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(read(pipe.read.as_fd(), &mut buf).unwrap(), 1);
+        assert_eq!(buf[0], b'a');
+        write_byte(pipe.write.as_fd(), b'b').unwrap();
+        assert_eq!(bytes_available(pipe.private.as_fd()).unwrap(), 1);
+        assert_eq!(read(pipe.private.as_fd(), &mut buf).unwrap(), 1);
+        assert_eq!(buf[0], b'b');
+        assert_eq!(
+            read(pipe.private.as_fd(), &mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        // Our description's flags never reach the children's.
+        set_nonblocking(pipe.private.as_fd()).unwrap();
+        assert!(!nonblocking(pipe.read.as_fd()));
+
+        // A child of ours reopens the inherited end as it would an anonymous pipe's.
+        if let Some(private) = reopen(pipe.read.as_fd(), Access::Read) {
+            write_byte(pipe.write.as_fd(), b'c').unwrap();
+            assert_eq!(read(private.as_fd(), &mut buf).unwrap(), 1);
+            assert_eq!(buf[0], b'c');
+        }
+    }
+
+    #[test]
+    fn split_pipe_in_a_missing_directory_fails_cleanly() {
+        let missing = TempPath::new("no-such-dir");
+        let err = create_split_pipe(&missing.0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    }
+
+    #[test]
     fn create_fifo_makes_unique_private_fifos() {
         let dir = std::env::temp_dir();
         let a = TempPath(create_fifo(&dir).unwrap());

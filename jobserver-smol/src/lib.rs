@@ -31,9 +31,11 @@
 //! # Platform-specific behavior
 //!
 //! Unix. `Async::new` sets `O_NONBLOCK` on the descriptor it is given; it is only ever given a
-//! private description (reopened through `/proc/self/fd` on Linux, or a fifo opened by this
-//! process). Where no private reopen exists a pipe jobserver is refused with
-//! [`ErrorKind::Unsupported`]. See [`jobserver_io`].
+//! private description (reopened through `/proc/self/fd` on Linux, a fifo opened by this
+//! process, or a pool of our own). Where no private reopen exists (macOS, the BSDs) the
+//! shared description of an inherited pipe is read as it is through a helper thread, and
+//! never changed. Exclusive wake-ups ([`ClientOptions::exclusive_wakeups`], Linux) also wait
+//! on a helper thread. See [`jobserver_io`].
 #![cfg(unix)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -44,6 +46,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::task::{ready, Context, Poll};
 
 use async_io::Async;
+use jobserver_io::thread::HelperReactor;
 use jobserver_io::Filled;
 
 jobserver_io::adapter_api!(AsyncIoReactor, "async-io (smol)");
@@ -56,55 +59,94 @@ pub fn command(client: &Client, program: impl AsRef<OsStr>) -> async_process::Co
     async_process::Command::from(cmd)
 }
 
-/// Reads the jobserver through async-io's reactor (`Async`).
+/// Reads the jobserver through async-io's reactor (`Async`), or through a helper thread
+/// ([`HelperReactor`]) where async-io's reactor must not be used: the shared description of
+/// an inherited pipe without a private reopen, or exclusive wake-ups
+/// ([`ClientOptions::exclusive_wakeups`]).
 #[derive(Debug)]
 pub struct AsyncIoReactor {
-    fd: Async<OwnedFd>,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Fd(Async<OwnedFd>),
+    Helper(HelperReactor),
+}
+
+impl AsyncIoReactor {
+    /// The helper thread this reactor waits on, if it is not async-io's own reactor.
+    pub fn helper(&self) -> Option<&HelperReactor> {
+        match &self.inner {
+            Inner::Helper(helper) => Some(helper),
+            Inner::Fd(_) => None,
+        }
+    }
 }
 
 impl jobserver_io::Reactor for AsyncIoReactor {
     fn register(fd: OwnedFd) -> Result<Self, Error> {
         let fd = Async::new(fd)
             .map_err(|e| Error::io("registering the jobserver with async-io's reactor", e))?;
-        Ok(AsyncIoReactor { fd })
+        Ok(AsyncIoReactor {
+            inner: Inner::Fd(fd),
+        })
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.get_ref().as_fd()
+        match &self.inner {
+            Inner::Fd(fd) => fd.get_ref().as_fd(),
+            Inner::Helper(helper) => helper.fd(),
+        }
+    }
+
+    fn direct_io(&self) -> bool {
+        match &self.inner {
+            Inner::Fd(_) => true,
+            Inner::Helper(helper) => helper.direct_io(),
+        }
+    }
+
+    fn from_helper(helper: HelperReactor) -> Result<Self, Error> {
+        Ok(AsyncIoReactor {
+            inner: Inner::Helper(helper),
+        })
     }
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
+        let fd = match &self.inner {
+            Inner::Fd(fd) => fd,
+            Inner::Helper(helper) => return helper.poll_read(cx, buf),
+        };
         loop {
-            match jobserver_io::sys::read(self.fd(), buf) {
+            match jobserver_io::sys::read(fd.get_ref().as_fd(), buf) {
                 Ok(n) if n > 0 && n < buf.len() => {
                     // The pipe ran empty: register for the next readability now.
                     return Poll::Ready(Ok(Filled {
                         len: n,
-                        armed: self.arm(cx),
+                        armed: arm(fd, cx),
                     }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return Poll::Ready(done.map(Filled::unarmed)),
             }
-            ready!(self.fd.poll_readable(cx))?;
+            ready!(fd.poll_readable(cx))?;
         }
     }
 }
 
-impl AsyncIoReactor {
-    /// Registers `cx`'s waker for the next readability. async-io first reports, once, the event
-    /// that led here; the call after that registers (and re-arms the poller, which reports
-    /// bytes already waiting).
-    fn arm(&self, cx: &mut Context<'_>) -> bool {
-        for _ in 0..2 {
-            match self.fd.poll_readable(cx) {
-                Poll::Pending => return true,
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(_)) => return false,
-            }
+/// Registers `cx`'s waker for the next readability. async-io first reports, once, the event
+/// that led here; the call after that registers (and re-arms the poller, which reports
+/// bytes already waiting).
+fn arm(fd: &Async<OwnedFd>, cx: &mut Context<'_>) -> bool {
+    for _ in 0..2 {
+        match fd.poll_readable(cx) {
+            Poll::Pending => return true,
+            Poll::Ready(Ok(())) => continue,
+            Poll::Ready(Err(_)) => return false,
         }
-        false
     }
+    false
 }
 
 /// An `async_process` child that holds a jobserver [`Token`] until it is reaped.

@@ -37,8 +37,11 @@
 //! # Platform-specific behavior
 //!
 //! Unix. On Linux an inherited pipe is reopened through `/proc/self/fd` so that `O_NONBLOCK`
-//! is set only on a private description; elsewhere a pipe jobserver is refused with
-//! [`ErrorKind::Unsupported`] (fifo jobservers work). See [`jobserver_io`].
+//! is set only on a private description, which tokio's reactor watches. Elsewhere (macOS, the
+//! BSDs) the shared description is read as it is through a helper thread, and never changed;
+//! fifo jobservers and pools of our own have a private description everywhere. Exclusive
+//! wake-ups ([`ClientOptions::exclusive_wakeups`], Linux) also wait on a helper thread. See
+//! [`jobserver_io`].
 #![cfg(unix)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -51,7 +54,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use jobserver_io::blocking::ThreadReactor;
+use jobserver_io::thread::HelperReactor;
 use jobserver_io::Filled;
+use jobserver_io::Reactor as _;
 
 jobserver_io::adapter_api!(TokioReactor, "tokio");
 
@@ -76,14 +81,44 @@ jobserver_io::adapter_api!(TokioReactor, "tokio");
 /// registration dead. [`Reactor::fd`](jobserver_io::Reactor::fd) is the same descriptor
 /// throughout, whatever the registration; each registration is a duplicate of it (the same
 /// open file description, so nothing about its flags changes).
+///
+/// # A helper thread instead
+///
+/// Where tokio's reactor must not be used (the shared description of an inherited pipe
+/// without a private reopen, or exclusive wake-ups, [`ClientOptions::exclusive_wakeups`]) the
+/// reactor waits on a [`HelperReactor`] for its whole life instead.
 #[derive(Debug)]
 pub struct TokioReactor {
+    mode: Waits,
+}
+
+#[derive(Debug)]
+enum Waits {
+    /// tokio's reactor, registered again when its runtime goes.
+    Runtime(Registered),
+    /// A helper thread for the reactor's whole life.
+    Helper(HelperReactor),
+}
+
+#[derive(Debug)]
+struct Registered {
     /// The private, non-blocking description of the jobserver's read side: what `fd()`
     /// gives, the same for the reactor's whole life.
     fd: OwnedFd,
     /// How readiness is waited for now. Only `poll_read` takes the lock, and the driver calls
     /// it from one place at a time, so it is never contended.
     watch: Mutex<Watch>,
+}
+
+impl TokioReactor {
+    /// The helper thread this reactor waits on for its whole life, if it does not use
+    /// tokio's own reactor.
+    pub fn helper(&self) -> Option<&HelperReactor> {
+        match &self.mode {
+            Waits::Helper(helper) => Some(helper),
+            Waits::Runtime(_) => None,
+        }
+    }
 }
 
 /// Who waits for readiness on the jobserver's behalf.
@@ -208,7 +243,7 @@ fn poll_read_tokio(
     }
 }
 
-impl TokioReactor {
+impl Registered {
     fn lock(&self) -> std::sync::MutexGuard<'_, Watch> {
         // Only ever replaced whole, so a poisoned lock still holds a usable value.
         self.watch.lock().unwrap_or_else(|p| p.into_inner())
@@ -219,15 +254,42 @@ impl jobserver_io::Reactor for TokioReactor {
     fn register(fd: OwnedFd) -> Result<Self, Error> {
         let registered = register_with_current(fd.as_fd()).map_err(Error::from)?;
         Ok(TokioReactor {
-            fd,
-            watch: Mutex::new(Watch::Tokio(registered)),
+            mode: Waits::Runtime(Registered {
+                fd,
+                watch: Mutex::new(Watch::Tokio(registered)),
+            }),
         })
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        match &self.mode {
+            Waits::Runtime(r) => r.fd.as_fd(),
+            Waits::Helper(helper) => helper.fd(),
+        }
     }
 
+    fn direct_io(&self) -> bool {
+        match &self.mode {
+            Waits::Runtime(_) => true,
+            Waits::Helper(helper) => helper.direct_io(),
+        }
+    }
+
+    fn from_helper(helper: HelperReactor) -> Result<Self, Error> {
+        Ok(TokioReactor {
+            mode: Waits::Helper(helper),
+        })
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
+        match &self.mode {
+            Waits::Runtime(r) => r.poll_read(cx, buf),
+            Waits::Helper(helper) => helper.poll_read(cx, buf),
+        }
+    }
+}
+
+impl Registered {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<Filled>> {
         let mut watch = self.lock();
         let retry = match &*watch {

@@ -1,12 +1,18 @@
-//! The three drivers behind one trait, so each conformance test is written once.
+//! The drivers behind one trait, so each conformance test is written once: tokio, smol and
+//! the blocking client, plus two that wait on a helper thread through the runtime adapters:
+//! `fallback` (tokio, forced to read inherited pipes through their shared description, as
+//! where no `/proc/self/fd` exists) and `exclusive` (smol, exclusive wake-ups).
 
 use std::future::Future;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use jobserver_io::blocking::ThreadReactor;
-use jobserver_io::Reactor;
+use jobserver_io::thread::HelperReactor;
+use jobserver_io::{ClientOptions, Error, Filled, Reactor};
 use jobserver_smol::AsyncIoReactor;
 use jobserver_tokio::TokioReactor;
 
@@ -83,6 +89,90 @@ impl Driver for ThreadReactor {
     }
 }
 
+/// A runtime adapter's reactor whose clients connect with other default options.
+macro_rules! forced_reactor {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $options:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name($inner);
+
+        impl $name {
+            /// The adapter's reactor underneath.
+            pub fn inner(&self) -> &$inner {
+                &self.0
+            }
+        }
+
+        impl Reactor for $name {
+            fn register(fd: OwnedFd) -> Result<Self, Error> {
+                <$inner>::register(fd).map($name)
+            }
+
+            fn fd(&self) -> BorrowedFd<'_> {
+                self.0.fd()
+            }
+
+            fn poll_read(
+                &self,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<Filled>> {
+                self.0.poll_read(cx, buf)
+            }
+
+            fn direct_io(&self) -> bool {
+                self.0.direct_io()
+            }
+
+            fn from_helper(helper: HelperReactor) -> Result<Self, Error> {
+                <$inner>::from_helper(helper).map($name)
+            }
+
+            fn default_options() -> ClientOptions {
+                $options
+            }
+        }
+    };
+}
+
+forced_reactor!(
+    /// The tokio adapter with [`ClientOptions::shared_description`]: every pipe jobserver
+    /// (make's, a test's, a pool of our own) is read through the description it shares with
+    /// other processes, on a helper thread, as where no private reopen exists.
+    Fallback(TokioReactor),
+    ClientOptions::new().shared_description(true)
+);
+
+forced_reactor!(
+    /// The smol adapter with [`ClientOptions::exclusive_wakeups`] (Linux).
+    Exclusive(AsyncIoReactor),
+    ClientOptions::new().exclusive_wakeups(true)
+);
+
+impl Driver for Fallback {
+    const NAME: &'static str = "fallback";
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        TokioReactor::block_on(future)
+    }
+
+    fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> JoinFuture<T> {
+        TokioReactor::spawn(future)
+    }
+}
+
+impl Driver for Exclusive {
+    const NAME: &'static str = "exclusive";
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        AsyncIoReactor::block_on(future)
+    }
+
+    fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> JoinFuture<T> {
+        AsyncIoReactor::spawn(future)
+    }
+}
+
 type Slot<T> = Arc<Mutex<(Option<T>, Option<Waker>)>>;
 
 struct ThreadJoin<T> {
@@ -121,6 +211,14 @@ macro_rules! conformance {
                 #[test]
                 fn blocking() {
                     super::$name::<jobserver_io::blocking::ThreadReactor>();
+                }
+                #[test]
+                fn fallback() {
+                    super::$name::<$crate::drivers::Fallback>();
+                }
+                #[test]
+                fn exclusive() {
+                    super::$name::<$crate::drivers::Exclusive>();
                 }
             }
         )*

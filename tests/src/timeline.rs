@@ -302,7 +302,8 @@ impl Worker {
         }
     }
 
-    /// `--driver NAME` (`tokio`, `smol`, `blocking` or `jobserver-crate`).
+    /// `--driver NAME` (`tokio`, `smol`, `blocking`, `fallback`, `exclusive` or
+    /// `jobserver-crate`).
     pub fn driver(self, name: &str) -> Self {
         self.arg("--driver").arg(name)
     }

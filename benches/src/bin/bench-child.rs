@@ -12,6 +12,11 @@
 //! - `wait-ours ID`: a tokio client (with a counting reactor) that takes every token it can
 //!   and keeps it, reporting `Got` for each; at end-of-file on stdin it reports its `Counts`
 //!   and exits.
+//! - `wait-exclusive ID`: the same client with exclusive wake-ups (a helper thread in an
+//!   `EPOLLEXCLUSIVE` epoll).
+//! - `wait-read-thread ID`: the other way to exclusive wake-ups, measured to choose between
+//!   them: a helper thread in a blocking `read` on a private blocking description (a reopen
+//!   without `O_NONBLOCK`), handing each byte to a tokio task through a channel.
 //! - `wait-blocking ID`: the same with the `jobserver` crate's blocking `acquire`.
 #![cfg(target_os = "linux")]
 
@@ -27,8 +32,10 @@ use std::task::Poll;
 use jobserver_benches::child::{monotonic_ns, Record, Tag, GO};
 use jobserver_benches::counting::{CountingReactor, REACTOR_COUNTS};
 use jobserver_io::sys::{self, Access};
+use jobserver_io::ClientOptions;
 use jobserver_tokio::TokioReactor;
 use rustix::event::epoll;
+use rustix::fs::{Mode, OFlags};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -39,10 +46,15 @@ fn main() {
         "latency-epoll" => latency_epoll(),
         "latency-helper" => runtime().block_on(latency_helper()),
         "latency-asyncfd" => runtime().block_on(latency_asyncfd()),
-        "wait-ours" => wait_ours(id),
+        "wait-ours" => wait_ours(id, ClientOptions::new()),
+        "wait-exclusive" => wait_ours(id, ClientOptions::new().exclusive_wakeups(true)),
+        "wait-read-thread" => wait_read_thread(id),
         "wait-blocking" => wait_blocking(id),
         _ => {
-            eprintln!("usage: bench-child latency-ours|latency-epoll|latency-helper|wait-ours ID|wait-blocking ID");
+            eprintln!(
+                "usage: bench-child latency-ours|latency-epoll|latency-helper|latency-asyncfd|\
+                 wait-ours ID|wait-exclusive ID|wait-read-thread ID|wait-blocking ID"
+            );
             std::process::exit(2);
         }
     }
@@ -231,7 +243,7 @@ fn exit_at_eof(id: u8, counts: impl Fn() -> [u64; 4] + Send + 'static) {
     });
 }
 
-fn wait_ours(id: u8) {
+fn wait_ours(id: u8, options: ClientOptions) {
     let got = Arc::new(AtomicU64::new(0));
     let seen = got.clone();
     exit_at_eof(id, move || {
@@ -244,8 +256,11 @@ fn wait_ours(id: u8) {
         ]
     });
     runtime().block_on(async {
-        let client = jobserver_io::Client::<CountingReactor<TokioReactor>>::from_env()
-            .expect("joining the pool");
+        let client = jobserver_io::Client::<CountingReactor<TokioReactor>>::from_env_with_options(
+            &options,
+            jobserver_io::env_var,
+        )
+        .expect("joining the pool");
         let mut held = vec![client.acquire().await.expect("the implicit slot")];
         let mut first = true;
         loop {
@@ -262,6 +277,52 @@ fn wait_ours(id: u8) {
             got.fetch_add(1, Relaxed);
             send(Tag::Got, id, [monotonic_ns(), 0, 0, 0]);
             held.push(token);
+        }
+    });
+}
+
+fn wait_read_thread(id: u8) {
+    let (r, _) = inherited_fds();
+    // A private description that stays blocking: a reopen without O_NONBLOCK.
+    let read = rustix::fs::open(
+        format!("/proc/self/fd/{r}").as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("reopening the read fd");
+    let got = Arc::new(AtomicU64::new(0));
+    let seen = got.clone();
+    exit_at_eof(id, move || [0, 0, 0, seen.load(Relaxed)]);
+    let (want_tx, want_rx) = std::sync::mpsc::channel::<()>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u8>();
+    std::thread::spawn(move || {
+        for () in want_rx {
+            let mut byte = [0u8; 1];
+            loop {
+                match rustix::io::read(&read, &mut byte) {
+                    Ok(1) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    other => panic!("reading the pool: {other:?}"),
+                }
+            }
+            if tx.send(byte[0]).is_err() {
+                return;
+            }
+        }
+    });
+    runtime().block_on(async {
+        let mut held = Vec::new();
+        let mut first = true;
+        loop {
+            want_tx.send(()).expect("the reader thread");
+            if first {
+                send(Tag::Ready, id, [0; 4]);
+                first = false;
+            }
+            let byte = rx.recv().await.expect("the reader thread");
+            got.fetch_add(1, Relaxed);
+            send(Tag::Got, id, [monotonic_ns(), 0, 0, 0]);
+            held.push(byte);
         }
     });
 }

@@ -8,8 +8,8 @@
 //! A Rust program cannot *start* with closed standard streams (std reopens them on
 //! `/dev/null` before `main`), so this one closes them itself first, as a daemon does. It
 //! then creates a `Server` of 3 jobs before anything else takes a descriptor (`DRIVER`, the
-//! runtime of its client, is `tokio`, `smol` or `blocking`), takes 2
-//! units through `Server::client` (one byte read through the client's private reopen), and
+//! runtime of its client, is a driver name: `tokio`, `smol`, `blocking`, `fallback` or
+//! `exclusive`), takes 2 units through `Server::client` (one byte read through the client's private reopen), and
 //! runs `WORKER` (a `jobserver-worker`) configured for the pool, with its standard streams
 //! redirected (which is what overwrites a jobserver descriptor at 0, 1 or 2 in the child).
 //! Every finding goes to the file `REPORT`, one `key value` line each:
@@ -30,6 +30,7 @@ use std::process::{Command, ExitCode, Stdio};
 use jobserver_io::blocking::ThreadReactor;
 use jobserver_io::Server;
 use jobserver_smol::AsyncIoReactor;
+use jobserver_tests::drivers::{Exclusive, Fallback};
 use jobserver_tests::Driver;
 use jobserver_tokio::TokioReactor;
 
@@ -144,6 +145,8 @@ fn main() -> ExitCode {
         "tokio" => run::<TokioReactor>(fifo, worker, &mut out),
         "smol" => run::<AsyncIoReactor>(fifo, worker, &mut out),
         "blocking" => run::<ThreadReactor>(fifo, worker, &mut out),
+        "fallback" => run::<Fallback>(fifo, worker, &mut out),
+        "exclusive" => run::<Exclusive>(fifo, worker, &mut out),
         other => Err(format!("unknown driver {other}")),
     };
     if let Err(e) = result {

@@ -3,7 +3,8 @@
 //! `Command`s.
 //!
 //! ```text
-//! jobserver-worker [--driver tokio|smol|blocking|jobserver-crate] [--units K] [--hold-ms N]
+//! jobserver-worker [--driver tokio|smol|blocking|fallback|exclusive|jobserver-crate]
+//!                  [--units K] [--hold-ms N]
 //!                  [--log PATH] [--report] [--expect-error KIND]
 //!                  [--check-parent-fd-flags] [--flip-write-fd-flags]
 //!                  [--occupy-jobserver-fds FILE]
@@ -43,6 +44,7 @@ use std::time::Duration;
 
 use jobserver_io::{Client, Error, Mode};
 use jobserver_smol::AsyncIoReactor;
+use jobserver_tests::drivers::{Exclusive, Fallback};
 use jobserver_tests::timeline::{Delta, LogWriter};
 use jobserver_tests::Driver;
 use jobserver_tokio::TokioReactor;
@@ -53,6 +55,8 @@ enum DriverKind {
     Tokio,
     Smol,
     Blocking,
+    Fallback,
+    Exclusive,
     JobserverCrate,
 }
 
@@ -98,10 +102,13 @@ fn parse_args() -> Result<Opts, String> {
                     Some("tokio") => DriverKind::Tokio,
                     Some("smol") => DriverKind::Smol,
                     Some("blocking") => DriverKind::Blocking,
+                    Some("fallback") => DriverKind::Fallback,
+                    Some("exclusive") => DriverKind::Exclusive,
                     Some("jobserver-crate") => DriverKind::JobserverCrate,
                     other => {
                         return Err(format!(
-                            "unknown driver {other:?} (tokio, smol, blocking, jobserver-crate)"
+                            "unknown driver {other:?} (tokio, smol, blocking, fallback, \
+                             exclusive, jobserver-crate)"
                         ))
                     }
                 }
@@ -164,6 +171,8 @@ fn run(opts: &Opts) -> Result<(), String> {
         DriverKind::Tokio => run_async::<TokioReactor>(opts),
         DriverKind::Smol => run_async::<AsyncIoReactor>(opts),
         DriverKind::Blocking => run_blocking(opts),
+        DriverKind::Fallback => run_async::<Fallback>(opts),
+        DriverKind::Exclusive => run_async::<Exclusive>(opts),
         DriverKind::JobserverCrate => run_jobserver_crate(opts),
     };
 
@@ -333,6 +342,18 @@ trait AsyncDriver: Driver {
 impl AsyncDriver for TokioReactor {
     fn sleep(duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+impl AsyncDriver for Fallback {
+    fn sleep(duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        TokioReactor::sleep(duration)
+    }
+}
+
+impl AsyncDriver for Exclusive {
+    fn sleep(duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        AsyncIoReactor::sleep(duration)
     }
 }
 
