@@ -2,6 +2,16 @@
 //!
 //! See `jobrun --help` and the README.
 
+/// `eprintln!` in one `write(2)`: several jobruns (or makes) share one stderr, and a line
+/// written in pieces can interleave with theirs.
+macro_rules! eline {
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    }};
+}
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,7 +115,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("jobrun: cannot start the runtime: {e}");
+            eline!("jobrun: cannot start the runtime: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -176,14 +186,14 @@ async fn run(args: Args) -> ExitCode {
     let termseq = match TermSeq::parse(&args.termseq) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("jobrun: --termseq {e}");
+            eline!("jobrun: --termseq {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
     let graph = match load_graph(&args) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("jobrun: {e}");
+            eline!("jobrun: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -209,12 +219,12 @@ async fn run(args: Args) -> ExitCode {
     let mut runner = match Runner::from_env(options) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("jobrun: {e}");
+            eline!("jobrun: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
     if let Some(why) = runner.degraded() {
-        eprintln!("jobrun: warning: running one task at a time: {why}");
+        eline!("jobrun: warning: running one task at a time: {why}");
     }
     // make's debug flag (`make -d`, `--debug[=LEVELS]`) implies `-v`.
     let verbose = args.verbose || runner.make_flags().is_some_and(|f| f.debug);
@@ -227,7 +237,7 @@ async fn run(args: Args) -> ExitCode {
                 None => "joined the jobserver in the environment".to_owned(),
             }
         };
-        eprintln!("jobrun: {how}; {} tasks", graph.len());
+        eline!("jobrun: {how}; {} tasks", graph.len());
     }
     let names: Vec<String> = graph.tasks().iter().map(|t| t.name().to_owned()).collect();
     let commands: Vec<String> = graph.tasks().iter().map(|t| t.work().display()).collect();
@@ -269,7 +279,7 @@ async fn run(args: Args) -> ExitCode {
                     None => String::new(),
                 };
                 ui.print(|| {
-                    eprintln!(
+                    eline!(
                         "jobrun: start `{name}` ({tokens} token{}{via}): {}",
                         if *tokens == 1 { "" } else { "s" },
                         commands2[task.index()]
@@ -291,10 +301,10 @@ async fn run(args: Args) -> ExitCode {
             } => {
                 if let Some(f) = failure {
                     ui.print(|| {
-                        eprintln!("jobrun: FAILED `{name}` after {}: {f}", fmt_secs(*duration))
+                        eline!("jobrun: FAILED `{name}` after {}: {f}", fmt_secs(*duration))
                     });
                 } else if ui.verbose {
-                    ui.print(|| eprintln!("jobrun: done `{name}` in {}", fmt_secs(*duration)));
+                    ui.print(|| eline!("jobrun: done `{name}` in {}", fmt_secs(*duration)));
                 }
             }
             Event::Requeued { name, reason, .. } if ui.verbose => {
@@ -303,10 +313,10 @@ async fn run(args: Args) -> ExitCode {
                     jobrun::sched::RequeueReason::Retry => "it asked to be retried later",
                     jobrun::sched::RequeueReason::Backoff => "backing off from a partial token set",
                 };
-                ui.print(|| eprintln!("jobrun: re-queued `{name}`: {why}"));
+                ui.print(|| eline!("jobrun: re-queued `{name}`: {why}"));
             }
             Event::Skipped { name, because, .. } => {
-                ui.print(|| eprintln!("jobrun: skipped `{name}`: `{because}` failed"));
+                ui.print(|| eline!("jobrun: skipped `{name}`: `{because}` failed"));
             }
             Event::Capacity {
                 capacity,
@@ -316,17 +326,17 @@ async fn run(args: Args) -> ExitCode {
                     Some(n) => format!("pool is now {n} jobs"),
                     None => format!("at most {capacity} tokens at once"),
                 };
-                ui.print(|| eprintln!("jobrun: {what}"));
+                ui.print(|| eline!("jobrun: {what}"));
             }
             Event::Stopping => {
                 ui.print(|| {
-                    eprintln!(
+                    eline!(
                         "jobrun: stopping: terminating {} running task(s)",
                         snap.counts.running
                     )
                 });
             }
-            Event::Warning(w) => ui.print(|| eprintln!("jobrun: warning: {w}")),
+            Event::Warning(w) => ui.print(|| eline!("jobrun: warning: {w}")),
             Event::Progress {
                 eta: e,
                 pool_free,
@@ -337,14 +347,14 @@ async fn run(args: Args) -> ExitCode {
                 let free = pool_free.map_or_else(|| "?".to_owned(), |n| n.to_string());
                 if listing {
                     ui.print(|| {
-                        eprintln!(
+                        eline!(
                             "jobrun: {} running, {} held, {} free in the pool:",
                             running.len(),
                             tokens(snap.held),
                             free
                         );
                         for (name, d) in running.iter() {
-                            eprintln!("  {:>8}  {name}", fmt_secs(*d));
+                            eline!("  {:>8}  {name}", fmt_secs(*d));
                         }
                     });
                 } else if ui.bar.is_none() {
@@ -356,7 +366,7 @@ async fn run(args: Args) -> ExitCode {
                             .take(3)
                             .map(|(n, d)| format!("{n} ({})", fmt_secs(*d)))
                             .collect();
-                        eprintln!(
+                        eline!(
                             "jobrun: {} of {} left, {} running, {} failed, eta {}{}{}",
                             snap.total - snap.counts.finished(),
                             snap.total,
@@ -409,7 +419,7 @@ async fn run(args: Args) -> ExitCode {
         match signal(kind) {
             Ok(s) => sigs.push((s, num)),
             Err(e) => {
-                eprintln!("jobrun: cannot handle signal {num}: {e}");
+                eline!("jobrun: cannot handle signal {num}: {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
         }
@@ -449,7 +459,7 @@ async fn run(args: Args) -> ExitCode {
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("jobrun: {e}");
+            eline!("jobrun: {e}");
             return ExitCode::from(match e.kind() {
                 jobrun::RunErrorKind::Graph | jobrun::RunErrorKind::NoJobserver => EXIT_USAGE,
                 _ => EXIT_FAILED,
@@ -514,11 +524,11 @@ fn summary(report: &Report) {
         line += &format!(", {} not run", c.not_run);
     }
     line += &format!(" in {}", fmt_secs(report.wall));
-    eprintln!("{line}");
+    eline!("{line}");
     for t in &report.tasks {
         match &t.status {
-            Status::Failed(f) => eprintln!("  failed:  {} ({f})", t.name),
-            Status::Skipped { because } => eprintln!("  skipped: {} (`{because}` failed)", t.name),
+            Status::Failed(f) => eline!("  failed:  {} ({f})", t.name),
+            Status::Skipped { because } => eline!("  skipped: {} (`{because}` failed)", t.name),
             _ => {}
         }
     }
@@ -535,7 +545,7 @@ fn summary(report: &Report) {
         } else {
             report.critical_path.join(" -> ")
         };
-        eprintln!(
+        eline!(
             "  critical path ({}): {path}",
             fmt_secs(report.critical_path_cost)
         );
@@ -546,7 +556,7 @@ fn summary(report: &Report) {
         (Some(l), Some(x)) => format!(", pool: {l} lost, {x} extra"),
         _ => String::new(),
     };
-    eprintln!(
+    eline!(
         "  tokens: {} granted, {} released, {} handed to successors, peak {}; {} bytes read, {} written back{pool}: {}",
         a.ledger.granted,
         a.ledger.released,

@@ -599,8 +599,11 @@ pub(crate) struct Shared<R: Reactor> {
     /// Bytes the fast path read, and wrote back itself.
     fast_read: AtomicU64,
     fast_written: AtomicU64,
-    /// Units held by tokens of the machine's permits.
+    /// Units held by tokens of the machine's permits (for the peak).
     permit_units: AtomicUsize,
+    /// Units in use in the machine besides the parked implicit slot (granted, collected or
+    /// not, and promised), published under the lock by `sync_fast`.
+    machine_units: AtomicUsize,
     /// The most units held at once.
     peak: AtomicUsize,
     /// The release policy is [`ReleasePolicy::HandOff`] (mirrors the machine's, for the fast
@@ -659,6 +662,7 @@ impl<R: Reactor> Shared<R> {
             fast_read: AtomicU64::new(0),
             fast_written: AtomicU64::new(0),
             permit_units: AtomicUsize::new(0),
+            machine_units: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             handoff: AtomicBool::new(handoff),
             direct,
@@ -824,7 +828,12 @@ impl<R: Reactor> Shared<R> {
         let mut word = self.fast.load(Ordering::Relaxed);
         loop {
             let units = units_of(word);
-            if units == 1 && word & SLOW != 0 {
+            // The last fast unit is the implicit slot: while requests wait it goes to them,
+            // and while the machine's permits hold bytes it goes to the machine, whose
+            // surplus byte then goes back (units stay fungible across both). The machine's
+            // units are published under the lock before `SLOW` is cleared, so either this
+            // sees them, or the CAS below fails on `SLOW` and looks again.
+            if units == 1 && (word & SLOW != 0 || self.machine_units.load(Ordering::SeqCst) > 0) {
                 return None;
             }
             match self.fast.compare_exchange_weak(
@@ -925,6 +934,11 @@ impl<R: Reactor> Shared<R> {
     /// request waits (or a byte waits to be written again); otherwise the implicit slot parked
     /// with the fast path (if the machine has it free) and `SLOW` cleared.
     fn sync_fast(&self, state: &mut State) {
+        let units = state
+            .machine
+            .units_in_use()
+            .saturating_sub(usize::from(state.parked.is_some()));
+        self.machine_units.store(units, Ordering::SeqCst);
         if state.machine.has_waiters() || state.machine.has_unwritten() {
             if self.fast.load(Ordering::Relaxed) & SLOW == 0 {
                 self.fast.fetch_or(SLOW, Ordering::AcqRel);
@@ -1159,12 +1173,13 @@ impl<R: Reactor> Shared<R> {
         }
     }
 
-    /// A token of the machine's `permit`, counted as held.
+    /// A token of the machine's `permit` (already counted in `permit_units`, under the lock).
     fn token(self: Arc<Self>, permit: Permit) -> Token<R> {
-        let units = permit.units();
-        let before = self.permit_units.fetch_add(units, Ordering::Relaxed);
         let fast = units_of(self.fast.load(Ordering::Relaxed));
-        let held = before.saturating_add(units).saturating_add(fast);
+        let held = self
+            .permit_units
+            .load(Ordering::Relaxed)
+            .saturating_add(fast);
         if held > self.peak.load(Ordering::Relaxed) {
             self.peak.fetch_max(held, Ordering::Relaxed);
         }
@@ -1224,8 +1239,10 @@ impl<R: Reactor> Shared<R> {
                 other => self.outcome(other, &state),
             }
         };
-        if matches!(result, Some(Ok(_))) {
+        if let Some(Ok(permit)) = &result {
             state.metrics.granted += 1;
+            self.permit_units
+                .fetch_add(permit.units(), Ordering::Relaxed);
         }
         let (state, _) = self.drive(state, &mut wake);
         drop(state);
@@ -1421,7 +1438,10 @@ impl<R: Reactor> Future for Acquire<R> {
                 });
                 let m = &mut state.metrics;
                 match done {
-                    Ok(_) => {
+                    Ok(permit) => {
+                        shared
+                            .permit_units
+                            .fetch_add(permit.units(), Ordering::Relaxed);
                         m.granted += 1;
                         if let Some(w) = waited {
                             m.waited += 1;
@@ -1563,18 +1583,18 @@ impl<R: Reactor> Token<R> {
         }
         let mine = std::mem::replace(&mut self.hold, Hold::Empty);
         let shared = &self.shared;
-        let mut state = shared.lock();
-        let merged = match (
-            shared.import(&mut state, mine),
-            shared.import(&mut state, theirs),
-        ) {
-            (Some(mut a), Some(b)) => {
-                a.merge(b);
-                Some(a)
-            }
-            (a, b) => a.or(b),
-        };
-        drop(state);
+        // Through the machine's drive: adopting a byte may leave one to write back, and the
+        // fast path must see the machine's new units (see `fast_release`).
+        let (merged, _) =
+            shared.with(
+                |state| match (shared.import(state, mine), shared.import(state, theirs)) {
+                    (Some(mut a), Some(b)) => {
+                        a.merge(b);
+                        Some(a)
+                    }
+                    (a, b) => a.or(b),
+                },
+            );
         self.hold = merged.map_or(Hold::Empty, Hold::Permit);
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! back in the pipe at the end.
 //!
 //! ```text
-//! liveness-waiter --driver tokio|smol|blocking --dir DIR
+//! liveness-waiter --driver tokio|smol|blocking|fallback|exclusive --dir DIR
 //! ```
 //!
 //! 1. Connects with `from_env` and reads `-jN` from make's flags (N >= 3).
@@ -59,8 +59,12 @@ fn run() -> Result<(), String> {
     match driver.as_deref() {
         Some("tokio") => run_async::<TokioReactor>(&dir),
         Some("smol") => run_async::<AsyncIoReactor>(&dir),
+        Some("fallback") => run_async::<jobserver_tests::drivers::Fallback>(&dir),
+        Some("exclusive") => run_async::<jobserver_tests::drivers::Exclusive>(&dir),
         Some("blocking") => run_blocking(&dir),
-        other => Err(format!("--driver tokio|smol|blocking, not {other:?}")),
+        other => Err(format!(
+            "--driver tokio|smol|blocking|fallback|exclusive, not {other:?}"
+        )),
     }
 }
 
