@@ -60,9 +60,10 @@ use crate::error::{Error, ErrorKind};
 use crate::sys;
 
 /// How long bytes the reader thread read for the driver are kept after the driver was told,
-/// if it did not come for them (a driver may handle a wake-up later, on another thread),
-/// before they are written back.
-const GIVE_BACK_GRACE: Duration = Duration::from_millis(2);
+/// if it did not come for them, before they are written back. The driver handles a wake-up
+/// in the oldest waiting request's task, which a busy runtime may poll a few milliseconds
+/// later; a give-back before then costs that task a second wake-up.
+const GIVE_BACK_GRACE: Duration = Duration::from_millis(20);
 
 /// How long a caller waits for the reader thread to start a read it asked for, with bytes in
 /// the pipe (the thread may have to be scheduled first on a busy machine).

@@ -43,6 +43,8 @@ impl Wake for CountingWaker {
 struct Waiter<F> {
     index: usize,
     inner: F,
+    /// Polls of all waiters, counted together.
+    polls: Arc<AtomicUsize>,
     wakes: Arc<AtomicUsize>,
     done: smol::channel::Sender<usize>,
 }
@@ -51,6 +53,7 @@ impl<F: Future + Unpin> Future for Waiter<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, SeqCst);
         let waker = Waker::from(Arc::new(CountingWaker {
             wakes: self.wakes.clone(),
             inner: cx.waker().clone(),
@@ -75,12 +78,14 @@ fn each_token_wakes_exactly_one_waiter_in_fifo_order<D: Driver>() {
         let implicit = client.acquire().await.expect("implicit slot");
 
         let (done_tx, done_rx) = smol::channel::unbounded();
+        let polls = Arc::new(AtomicUsize::new(0));
         let wakes: Vec<Arc<AtomicUsize>> = (0..WAITERS).map(|_| Arc::default()).collect();
         let mut tasks = Vec::with_capacity(WAITERS);
         for (index, wakes) in wakes.iter().enumerate() {
             let mut waiter = Waiter {
                 index,
                 inner: client.acquire(),
+                polls: polls.clone(),
                 wakes: wakes.clone(),
                 done: done_tx.clone(),
             };
@@ -90,6 +95,14 @@ fn each_token_wakes_exactly_one_waiter_in_fifo_order<D: Driver>() {
         }
         drop(done_tx);
         assert_eq!(client.stats().waiting, WAITERS);
+        // Every waiter waits in its executor (polled there once) before the first token: this
+        // test counts the wake-ups of waiting tasks. A task whose first poll runs while a
+        // token arrives may act on that readiness itself, and with the fallback's reader
+        // thread a token can then cost the oldest waiter a second wake-up.
+        fixture::wait_until("every waiter to be polled by its executor", || {
+            polls.load(SeqCst) >= 2 * WAITERS
+        })
+        .await;
 
         // One token at a time: exactly one more waiter finishes, the oldest still waiting.
         let tokens = WAITERS - 1;
