@@ -1101,7 +1101,9 @@ impl<R: Reactor> Shared<R> {
                 }
             }
         }
-        self.signal.ready_for_anyone()
+        // A deadline of the partial-hold rule that passed while the delegate's lock was busy
+        // woke nobody either: act on it here too.
+        self.signal.ready_for_anyone() || self.signal.timer_due.load(Ordering::SeqCst)
     }
 
     /// The machine's writes and read, with the lock released.
