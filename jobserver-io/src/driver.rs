@@ -371,12 +371,7 @@ impl Wake for TimerDue {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.0.timer_due.store(true, Ordering::SeqCst);
-        let taken = match self.0.next.try_lock() {
-            Ok(mut next) => next.take(),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        };
-        if let Some((_, waker)) = taken {
+        if let Some((_, waker)) = self.0.try_take_next() {
             wake_catching(waker);
         }
     }
@@ -521,6 +516,16 @@ impl Signal {
         self.next.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Takes the delegate to wake it, if its lock is free at once (a waker never waits: a
+    /// lock holder that has it looks at the flags right after, see `Shared::arm_delegate`).
+    fn try_take_next(&self) -> Option<(WaiterId, Waker)> {
+        match self.next.try_lock() {
+            Ok(mut next) => next.take(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// `id`'s task is polling it, or it is gone: it no longer stands for a readiness.
     /// `registered` says whether it may be the registered delegate (`State::delegate`); only
     /// then is the delegate's lock taken.
@@ -559,12 +564,7 @@ impl Wake for Signal {
     /// waker, which may run inside a runtime's reactor, never waits.
     fn wake_by_ref(self: &Arc<Self>) {
         self.readable.store(true, Ordering::SeqCst);
-        let taken = match self.next.try_lock() {
-            Ok(mut next) => next.take(),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        };
-        if let Some((id, waker)) = taken {
+        if let Some((id, waker)) = self.try_take_next() {
             let bits = woken_bits(id);
             self.woken.store(bits, Ordering::SeqCst);
             if catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
@@ -1079,6 +1079,17 @@ impl<R: Reactor> Shared<R> {
         }
     }
 
+    /// `id` is being polled, or withdrawn: it no longer stands for a readiness, nor is it the
+    /// registered delegate. Takes the delegate's lock only when it was registered.
+    fn forget(&self, state: &mut State, id: WaiterId) {
+        let registered = state.delegate == Some(id);
+        if registered {
+            state.delegate = None;
+            state.delegate_current = false;
+        }
+        self.signal.forget(id, registered);
+    }
+
     /// Registers the oldest waiter's waker as the delegate, then says whether a readiness
     /// came in that nobody has acted on (it may have woken the previous delegate, or none).
     fn arm_delegate(&self, state: &mut State) -> bool {
@@ -1393,12 +1404,7 @@ impl<R: Reactor> Future for Acquire<R> {
                 // This task is being polled: a grant made while it drives the machine below
                 // must not wake it a second time.
                 state.clear_waker(id);
-                let registered = state.delegate == Some(id);
-                if registered {
-                    state.delegate = None;
-                    state.delegate_current = false;
-                }
-                shared.signal.forget(id, registered);
+                shared.forget(&mut state, id);
                 id
             }
             None => {
@@ -1486,12 +1492,7 @@ impl<R: Reactor> Drop for Acquire<R> {
         if let (Some(id), Some(shared)) = (self.id.take(), &self.shared) {
             shared.with(|state| {
                 state.clear_waker(id);
-                let registered = state.delegate == Some(id);
-                if registered {
-                    state.delegate = None;
-                    state.delegate_current = false;
-                }
-                shared.signal.forget(id, registered);
+                shared.forget(state, id);
                 state.machine.cancel(id);
             });
         }

@@ -684,18 +684,26 @@ impl Inner {
         polls
     }
 
+    /// Sleeps until the driver waits (a waker is armed), then marks the thread waiting;
+    /// `false` when the thread must stop instead.
+    fn wait_armed(&self) -> bool {
+        let mut st = self.lock();
+        while st.waker.is_none() && !st.stop {
+            st = self.wait_work(st);
+        }
+        if st.stop {
+            return false;
+        }
+        st.phase = Phase::Waiting;
+        true
+    }
+
     /// Private mode: the thread waits with `poll` while the driver waits, and wakes it.
     fn run_private(&self) {
         loop {
-            let mut st = self.lock();
-            while st.waker.is_none() && !st.stop {
-                st = self.wait_work(st);
-            }
-            if st.stop {
+            if !self.wait_armed() {
                 return;
             }
-            st.phase = Phase::Waiting;
-            drop(st);
             let readable = self.wait_readable();
             let mut st = self.lock();
             st.phase = Phase::Idle;
@@ -834,15 +842,9 @@ impl Inner {
         };
         let mut registered = false;
         loop {
-            let mut st = self.lock();
-            while st.waker.is_none() && !st.stop {
-                st = self.wait_work(st);
-            }
-            if st.stop {
+            if !self.wait_armed() {
                 return;
             }
-            st.phase = Phase::Waiting;
-            drop(st);
             // Into the pipe's wait queue only while the driver waits, and at its end: the
             // kernel wakes the exclusive waiter that queued first, so processes take turns.
             if !registered {
