@@ -16,14 +16,16 @@
 //! reads at a time, while other threads keep acquiring and releasing. Wakers run with the
 //! lock released, each inside `catch_unwind`.
 //!
-//! **The reactor's waker takes no lock and does no I/O.** It sets an atomic `readable` flag
-//! and wakes the *delegate*: the waker of the oldest waiting request, kept in an
-//! `AtomicWaker`. That task, when polled, takes the lock, sees the flag, and does the read
-//! for everyone, so a token wakes exactly one task and the reactor (tokio's I/O driver,
-//! async-io's reactor, the blocking client's helper thread) never waits for the driver. Every
-//! lock holder registers the current oldest waiter as the delegate and then looks at the flag
-//! again, so a readiness that arrived while the delegate changed (a request granted or
-//! dropped) is never lost.
+//! **The reactor's waker waits for no lock and does no I/O.** It sets an atomic `readable`
+//! flag and makes sure someone acts on it (`Signal::kick`): if the driver's lock is free at
+//! once (a `try_lock`), it wakes the task of the oldest waiting request, marked as the one
+//! woken for this readiness; that task, when polled, takes the lock, sees the flag, and does
+//! the read for everyone, so a token wakes exactly one task and the reactor (tokio's I/O
+//! driver, async-io's reactor, the blocking client's helper thread) never waits for the
+//! driver. If the lock is busy, its holder acts on the flag: every lock holder looks at the
+//! flags before it unlocks and, through the same `kick`, right after, so a readiness that
+//! arrives at any moment is never lost. The oldest waiter is looked up only when a readiness
+//! comes in, so granting and queueing requests do no bookkeeping for it.
 //!
 //! **The fast path skips the lock while no request waits.** One atomic word holds two flags
 //! and two counters: `PARKED` (the implicit slot is lent to the fast path), `SLOW` (some
@@ -302,14 +304,6 @@ pub(crate) struct State {
     adopted: u64,
     /// The rule against hold-and-wait across processes (see [`PartialHold`]).
     hold: PartialHold,
-    /// The request whose waker the last `arm_delegate` put in `Signal::next` (it may have
-    /// been taken since): only then can `next` hold a request, so only then does forgetting
-    /// a request need the delegate's lock.
-    delegate: Option<WaiterId>,
-    /// That registration is still current: the request was not polled since (its waker may
-    /// have changed, or its registration been taken to wake it). Registering again is skipped
-    /// while it is current and the request is still the oldest.
-    delegate_current: bool,
 }
 
 /// How long the oldest request may hold part of a multi-token request from the jobserver
@@ -371,9 +365,7 @@ impl Wake for TimerDue {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.0.timer_due.store(true, Ordering::SeqCst);
-        if let Some((_, waker)) = self.0.try_take_next() {
-            wake_catching(waker);
-        }
+        self.0.kick();
     }
 }
 
@@ -413,10 +405,6 @@ impl Metrics {
 
 impl State {
     fn set_waker(&mut self, id: WaiterId, waker: &Waker) {
-        if self.delegate == Some(id) {
-            // Polled again: it may have been woken (and its registration taken) since.
-            self.delegate_current = false;
-        }
         let i = id.index();
         if self.wakers.len() <= i {
             self.wakers.resize_with(i + 1, || None);
@@ -442,7 +430,28 @@ fn unknown_request() -> Error {
 }
 
 /// Wakers to wake once the lock is released.
-type WakeList = Vec<Waker>;
+///
+/// The first is kept inline: one release grants one request, and the list is filled under the
+/// lock, where an allocation would lengthen the wait of every other thread.
+#[derive(Default)]
+struct WakeList {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl WakeList {
+    fn new() -> Self {
+        WakeList::default()
+    }
+
+    fn push(&mut self, waker: Waker) {
+        if self.first.is_none() {
+            self.first = Some(waker);
+        } else {
+            self.rest.push(waker);
+        }
+    }
+}
 
 /// Wakes every waker in `list`, even when some of them panic.
 ///
@@ -456,8 +465,8 @@ type WakeList = Vec<Waker>;
 /// released), so every other granted request is still woken and no token is lost. The
 /// request whose waker panicked keeps its grant; it completes when its task is polled again
 /// or gives the tokens back when its future is dropped.
-pub(crate) fn wake_all(list: WakeList) {
-    for waker in list {
+fn wake_all(list: WakeList) {
+    for waker in list.first.into_iter().chain(list.rest) {
         wake_catching(waker);
     }
 }
@@ -491,9 +500,9 @@ pub(crate) fn count_lost(n: usize) {
     LOST_TOKENS.fetch_add(n, Ordering::Relaxed);
 }
 
-/// What the reactor's waker reaches: a flag and the task to wake. It never blocks and does
-/// no I/O (see [`Signal::wake_by_ref`]).
-#[derive(Debug, Default)]
+/// What the reactor's waker reaches: the flags, and the driver's state, which a waker only
+/// ever try-locks. It never blocks and does no I/O (see [`Signal::kick`]).
+#[derive(Debug)]
 struct Signal {
     /// The jobserver became readable and no lock holder has acted on it yet.
     readable: AtomicBool,
@@ -501,44 +510,77 @@ struct Signal {
     /// (`WaiterId::to_bits() + 1`; 0 for none). The readiness is its to act on: other lock
     /// holders leave it, and a grant need not wake it again, which keeps one wake per token.
     woken: AtomicU64,
-    /// The request to wake at the next readiness (the oldest waiting one), with its waker.
-    next: Mutex<Option<(WaiterId, Waker)>>,
     /// A deadline of [`PartialHold`] passed.
     timer_due: AtomicBool,
+    /// Everything else: the machine, the wakers of waiting requests, the metrics.
+    state: Mutex<State>,
 }
 
 fn woken_bits(id: WaiterId) -> u64 {
     id.to_bits().wrapping_add(1)
 }
 
+/// The driver's lock, held. Releasing it (dropping the guard) looks at the flags once more
+/// ([`Signal::kick`]), so a readiness or deadline flagged while it was held is acted on.
+pub(crate) struct Guard<'a> {
+    signal: &'a Signal,
+    inner: Option<MutexGuard<'a, State>>,
+}
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        match &self.inner {
+            Some(guard) => guard,
+            None => unreachable!("the guard is only emptied when it is dropped"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        match &mut self.inner {
+            Some(guard) => guard,
+            None => unreachable!("the guard is only emptied when it is dropped"),
+        }
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        drop(self.inner.take());
+        self.signal.kick();
+    }
+}
+
 impl Signal {
-    fn next(&self) -> MutexGuard<'_, Option<(WaiterId, Waker)>> {
-        self.next.lock().unwrap_or_else(|p| p.into_inner())
+    fn new(state: State) -> Self {
+        Signal {
+            readable: AtomicBool::new(false),
+            woken: AtomicU64::new(0),
+            timer_due: AtomicBool::new(false),
+            state: Mutex::new(state),
+        }
     }
 
-    /// Takes the delegate to wake it, if its lock is free at once (a waker never waits: a
-    /// lock holder that has it looks at the flags right after, see `Shared::arm_delegate`).
-    fn try_take_next(&self) -> Option<(WaiterId, Waker)> {
-        match self.next.try_lock() {
-            Ok(mut next) => next.take(),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
-            Err(std::sync::TryLockError::WouldBlock) => None,
+    /// Locks the state. A panic while the lock was held cannot leave the machine half-updated
+    /// (its methods do not panic), so a poisoned lock is used as it is.
+    fn lock(&self) -> Guard<'_> {
+        let inner = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Guard {
+            signal: self,
+            inner: Some(inner),
         }
     }
 
     /// `id`'s task is polling it, or it is gone: it no longer stands for a readiness.
-    /// `registered` says whether it may be the registered delegate (`State::delegate`); only
-    /// then is the delegate's lock taken.
-    fn forget(&self, id: WaiterId, registered: bool) {
+    fn forget(&self, id: WaiterId) {
         let bits = woken_bits(id);
-        let _ = self
-            .woken
-            .compare_exchange(bits, 0, Ordering::SeqCst, Ordering::SeqCst);
-        if registered {
-            let mut next = self.next();
-            if next.as_ref().is_some_and(|(n, _)| *n == id) {
-                *next = None;
-            }
+        if self.woken.load(Ordering::SeqCst) == bits {
+            let _ = self
+                .woken
+                .compare_exchange(bits, 0, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
 
@@ -548,8 +590,55 @@ impl Signal {
         self.readable.load(Ordering::SeqCst) && self.woken.load(Ordering::SeqCst) == 0
     }
 
+    /// Something a lock holder must act on: a readiness nobody is woken for, or a deadline.
+    fn flagged(&self) -> bool {
+        self.ready_for_anyone() || self.timer_due.load(Ordering::SeqCst)
+    }
+
     fn is_woken(&self, id: WaiterId) -> bool {
         self.woken.load(Ordering::SeqCst) == woken_bits(id)
+    }
+
+    /// Makes sure a flagged readiness or deadline is acted on, without waiting: if the lock is
+    /// free at once, wakes the oldest waiting request's task (for a readiness, marked as the
+    /// one to act on it), which then takes the lock and reads for everyone. If the lock is
+    /// busy, its holder acts on the flags itself: every lock holder looks at them before it
+    /// unlocks and, through this, right after (the fences order the flag's store before a
+    /// waker's `try_lock`, and a holder's unlock before its second look, so one of the two
+    /// sees the other). Nobody to wake (no request waits, or the oldest one's first poll is
+    /// still under way) leaves the flag to the next lock holder.
+    ///
+    /// Called by the reactor's waker, the partial-hold timer's waker, and every unlock.
+    fn kick(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let readable = self.ready_for_anyone();
+        if !readable && !self.timer_due.load(Ordering::SeqCst) {
+            return;
+        }
+        let state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        let Some(head) = state.machine.oldest_waiter() else {
+            return;
+        };
+        let Some(waker) = state.wakers.get(head.index()).and_then(Option::clone) else {
+            return;
+        };
+        let bits = woken_bits(head);
+        let marked = readable
+            && self
+                .woken
+                .compare_exchange(0, bits, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+        drop(state);
+        if catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() && marked {
+            // That task's executor is broken: leave the readiness to the next lock holder.
+            let _ = self
+                .woken
+                .compare_exchange(bits, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
     }
 }
 
@@ -558,22 +647,11 @@ impl Wake for Signal {
         self.wake_by_ref();
     }
 
-    /// Sets the flag, then wakes the delegate if the delegate's lock is free at once. When it
-    /// is not, a lock holder is just registering a delegate, and it looks at the flag right
-    /// after (see `Shared::arm_delegate`): the readiness is acted on either way, and this
-    /// waker, which may run inside a runtime's reactor, never waits.
+    /// Sets the flag and makes sure someone acts on it ([`Signal::kick`]). This waker may run
+    /// inside a runtime's reactor: it never waits for a lock and does no I/O.
     fn wake_by_ref(self: &Arc<Self>) {
         self.readable.store(true, Ordering::SeqCst);
-        if let Some((id, waker)) = self.try_take_next() {
-            let bits = woken_bits(id);
-            self.woken.store(bits, Ordering::SeqCst);
-            if catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
-                // That task's executor is broken: leave the readiness to the next lock holder.
-                let _ = self
-                    .woken
-                    .compare_exchange(bits, 0, Ordering::SeqCst, Ordering::SeqCst);
-            }
-        }
+        self.kick();
     }
 }
 
@@ -611,10 +689,10 @@ pub(crate) struct Shared<R: Reactor> {
     handoff: AtomicBool,
     /// The fast path may read and write the descriptor itself.
     direct: bool,
+    /// The flags and the state (see [`Signal`]).
     signal: Arc<Signal>,
     /// Woken by the reactor when the jobserver becomes readable: the [`Signal`].
     read_waker: Waker,
-    state: Mutex<State>,
     conn: Option<Conn<R>>,
     /// What waiting requests time themselves from (as nanoseconds in a `u64`, which keeps
     /// the `Acquire` future small).
@@ -645,15 +723,25 @@ impl<R: Reactor> std::fmt::Debug for Shared<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("fast", &self.fast.load(Ordering::Relaxed))
-            .field("state", &self.state)
+            .field("signal", &self.signal)
             .finish_non_exhaustive()
     }
 }
 
 impl<R: Reactor> Shared<R> {
     pub(crate) fn new(machine: Machine, conn: Option<Conn<R>>) -> Arc<Self> {
-        let signal = Arc::new(Signal::default());
-        let handoff = machine.policy() == ReleasePolicy::HandOff;
+        let policy = machine.policy();
+        let signal = Arc::new(Signal::new(State {
+            machine,
+            wakers: Vec::new(),
+            read_error: None,
+            write_error: None,
+            metrics: Metrics::default(),
+            parked: None,
+            adopted: 0,
+            hold: PartialHold::default(),
+        }));
+        let handoff = policy == ReleasePolicy::HandOff;
         let direct = conn.as_ref().is_some_and(|c| c.reader.direct_io());
         let shared = Arc::new(Shared {
             membership: std::sync::OnceLock::new(),
@@ -668,18 +756,6 @@ impl<R: Reactor> Shared<R> {
             direct,
             read_waker: Waker::from(signal.clone()),
             signal,
-            state: Mutex::new(State {
-                machine,
-                wakers: Vec::new(),
-                read_error: None,
-                write_error: None,
-                metrics: Metrics::default(),
-                parked: None,
-                adopted: 0,
-                hold: PartialHold::default(),
-                delegate: None,
-                delegate_current: false,
-            }),
             conn,
             epoch: Instant::now(),
             liveness: Default::default(),
@@ -691,12 +767,9 @@ impl<R: Reactor> Shared<R> {
         shared
     }
 
-    /// Locks the state. A panic while the lock was held cannot leave the machine half-updated
-    /// (its methods do not panic), so a poisoned lock is used as it is.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Locks the state (see [`Signal::lock`]).
+    pub(crate) fn lock(&self) -> Guard<'_> {
+        self.signal.lock()
     }
 
     /// Runs `f` under the lock, drives the machine, then wakes whoever was granted. Returns
@@ -807,7 +880,18 @@ impl<R: Reactor> Shared<R> {
             if let Some(conn) = &self.conn {
                 if sys::write_byte(conn.write_fd(), byte).is_ok() {
                     self.fast_written.fetch_add(1, Ordering::Relaxed);
-                    return None;
+                    if self.fast.load(Ordering::Relaxed) & SLOW == 0 {
+                        return None;
+                    }
+                    // Requests wait here: read for them now (as `drive` does after the
+                    // machine's own writes) rather than wait for the reactor.
+                    return self
+                        .with(|state| {
+                            if state.machine.has_waiters() {
+                                state.machine.handle_readable();
+                            }
+                        })
+                        .1;
                 }
             }
         }
@@ -938,7 +1022,9 @@ impl<R: Reactor> Shared<R> {
             .machine
             .units_in_use()
             .saturating_sub(usize::from(state.parked.is_some()));
-        self.machine_units.store(units, Ordering::SeqCst);
+        if self.machine_units.load(Ordering::Relaxed) != units {
+            self.machine_units.store(units, Ordering::SeqCst);
+        }
         if state.machine.has_waiters() || state.machine.has_unwritten() {
             if self.fast.load(Ordering::Relaxed) & SLOW == 0 {
                 self.fast.fetch_or(SLOW, Ordering::AcqRel);
@@ -1009,9 +1095,9 @@ impl<R: Reactor> Shared<R> {
     /// written back. Wakers of granted and failed requests go to `wake`.
     fn drive<'a>(
         &'a self,
-        mut state: MutexGuard<'a, State>,
+        mut state: Guard<'a>,
         wake: &mut WakeList,
-    ) -> (MutexGuard<'a, State>, Option<io::Error>) {
+    ) -> (Guard<'a>, Option<io::Error>) {
         let mut first_write_error = None;
         loop {
             if self.signal.ready_for_anyone() && self.signal.readable.swap(false, Ordering::SeqCst)
@@ -1042,19 +1128,26 @@ impl<R: Reactor> Shared<R> {
             let m = &mut state.metrics;
             m.peak_waiting = m.peak_waiting.max(waiting);
             if writes.is_empty() && read.is_none() {
-                if self.arm_delegate(&mut state) {
+                if self.signal.flagged() {
                     continue;
                 }
                 return (state, first_write_error);
             }
-            // A read that finds nothing arms the reactor: the delegate must be the oldest
-            // waiter's waker before the reactor can fire.
-            if read.is_some() {
-                self.arm_delegate(&mut state);
-            }
             drop(state);
             let done = self.carry_out(&writes, read);
             state = self.lock();
+            if self.direct
+                && read.is_none()
+                && done.failed_writes.len() < writes.len()
+                && state.machine.has_waiters()
+            {
+                // Tokens went back to the pipe while requests here wait for some
+                // (`ReturnToPipe`): read for them now instead of waiting for the reactor to
+                // report the bytes this very thread wrote. Other processes had the same
+                // chance at them as with any write; the read finds what is there, and one
+                // that finds nothing arms the reactor again.
+                state.machine.handle_readable();
+            }
             for (byte, err) in done.failed_writes {
                 state.machine.handle_write_error(byte);
                 state.write_error = Some(io::Error::new(err.kind(), err.to_string()));
@@ -1077,44 +1170,6 @@ impl<R: Reactor> Shared<R> {
                 }
             }
         }
-    }
-
-    /// `id` is being polled, or withdrawn: it no longer stands for a readiness, nor is it the
-    /// registered delegate. Takes the delegate's lock only when it was registered.
-    fn forget(&self, state: &mut State, id: WaiterId) {
-        let registered = state.delegate == Some(id);
-        if registered {
-            state.delegate = None;
-            state.delegate_current = false;
-        }
-        self.signal.forget(id, registered);
-    }
-
-    /// Registers the oldest waiter's waker as the delegate, then says whether a readiness
-    /// came in that nobody has acted on (it may have woken the previous delegate, or none).
-    fn arm_delegate(&self, state: &mut State) -> bool {
-        if let Some(head) = state.machine.oldest_waiter() {
-            // A request already woken for a readiness needs no registration: it will poll.
-            // One registered since it was last polled needs none either.
-            let current = state.delegate == Some(head) && state.delegate_current;
-            if !current && !self.signal.is_woken(head) {
-                let waker = state.wakers.get(head.index()).and_then(Option::as_ref);
-                state.delegate = waker.is_some().then_some(head);
-                state.delegate_current = waker.is_some();
-                let mut next = self.signal.next();
-                match (&mut *next, waker) {
-                    (Some((id, old)), Some(w)) if *id == head => {
-                        if !old.will_wake(w) {
-                            *old = w.clone();
-                        }
-                    }
-                    (next, waker) => *next = waker.map(|w| (head, w.clone())),
-                }
-            }
-        }
-        // A deadline of the partial-hold rule that passed while the delegate's lock was busy
-        // woke nobody either: act on it here too.
-        self.signal.ready_for_anyone() || self.signal.timer_due.load(Ordering::SeqCst)
     }
 
     /// The machine's writes and read, with the lock released.
@@ -1397,14 +1452,21 @@ impl<R: Reactor> Future for Acquire<R> {
                 }));
             }
         }
+        // A request that waited is probably completing now: the clock is read before the
+        // lock is taken, not under it.
+        let now = (this.pending_since != 0).then(|| shared.epoch.elapsed());
         let mut wake = WakeList::new();
         let mut state = shared.lock();
+        // A request polled again has changed nothing the machine would act on: unless a flag
+        // asks for it, its outcome is looked at first, without driving the machine.
+        let mut drive = true;
         let id = match this.id {
             Some(id) => {
                 // This task is being polled: a grant made while it drives the machine below
                 // must not wake it a second time.
                 state.clear_waker(id);
-                shared.forget(&mut state, id);
+                shared.signal.forget(id);
+                drive = shared.signal.flagged();
                 id
             }
             None => {
@@ -1415,34 +1477,32 @@ impl<R: Reactor> Future for Acquire<R> {
             }
         };
         let result = loop {
-            let (driven, _) = shared.drive(state, &mut wake);
-            state = driven;
+            if drive {
+                let (driven, _) = shared.drive(state, &mut wake);
+                state = driven;
+            }
+            drive = true;
             let outcome = state.machine.take_outcome(id);
             let result = shared.outcome(outcome, &state);
             if result.is_some() {
                 break result;
             }
             state.set_waker(id, cx.waker());
-            // Now that this request's waker is known, it may be the delegate; a readiness
-            // that came in meanwhile is acted on here.
-            if !shared.arm_delegate(&mut state) {
+            // A readiness that came in meanwhile (while the lock was released for I/O, or
+            // before this request's waker was known) is acted on here.
+            if !shared.signal.flagged() {
                 break None;
             }
         };
+        let mut first_wait = false;
         match &result {
-            None => {
-                if this.pending_since == 0 {
-                    let since = shared.epoch.elapsed().as_nanos();
-                    this.pending_since = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
-                    crate::liveness::watch(this.shared.as_ref());
-                }
-            }
+            None => first_wait = this.pending_since == 0,
             Some(done) => {
                 state.clear_waker(id);
                 this.id = None;
-                let waited = (this.pending_since != 0).then(|| {
+                let waited = now.map(|now| {
                     let since = Duration::from_nanos(this.pending_since - 1);
-                    shared.epoch.elapsed().saturating_sub(since)
+                    now.saturating_sub(since)
                 });
                 let m = &mut state.metrics;
                 match done {
@@ -1475,6 +1535,11 @@ impl<R: Reactor> Future for Acquire<R> {
         drop(state);
         wake_all(wake);
         let Some(result) = result else {
+            if first_wait {
+                let since = shared.epoch.elapsed().as_nanos();
+                this.pending_since = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
+                crate::liveness::watch(this.shared.as_ref());
+            }
             return Poll::Pending;
         };
         // The future is done: its reference to the client moves into the token.
@@ -1492,7 +1557,7 @@ impl<R: Reactor> Drop for Acquire<R> {
         if let (Some(id), Some(shared)) = (self.id.take(), &self.shared) {
             shared.with(|state| {
                 state.clear_waker(id);
-                shared.forget(state, id);
+                shared.signal.forget(id);
                 state.machine.cancel(id);
             });
         }
