@@ -27,6 +27,19 @@
 //! arrives at any moment is never lost. The oldest waiter is looked up only when a readiness
 //! comes in, so granting and queueing requests do no bookkeeping for it.
 //!
+//! **A waiting request collects its grant without the lock.** The lock holder that sees a
+//! request granted marks it in the `Mail` (one word per request slot) and wakes it; the
+//! permit stays in the machine, so the slot is not reused. The request's next poll claims the
+//! mark with one compare-and-swap and completes; the next lock holder collects the permits of
+//! claimed slots from the machine (all of them with one swap of a lock-free stack). So a
+//! hand-over takes the lock once, in the releasing thread, as tokio's `Semaphore` does. Units
+//! of the machine held by tokens are counted in one permit under the lock (`State::lent`), so
+//! tokens split and merge without it.
+//!
+//! **After writing a token back while requests wait** (`ReleasePolicy::ReturnToPipe`), the
+//! releasing thread reads for them at once instead of waiting for the reactor to report its
+//! own write.
+//!
 //! **The fast path skips the lock while no request waits.** One atomic word holds two flags
 //! and two counters: `PARKED` (the implicit slot is lent to the fast path), `SLOW` (some
 //! request waits, so everything goes through the machine, in FIFO order), the units held by
@@ -263,8 +276,10 @@ enum Hold {
     Empty,
     /// One unit of the fast path (see [`Stash`]).
     Fast,
-    /// Units granted by the machine.
-    Permit(Permit),
+    /// Units granted by the machine. Their permits are merged into `State::lent`, so that a
+    /// grant can be handed to its request through the [`Mail`] and units moved between
+    /// tokens without the lock; giving them back splits them off again.
+    Units(usize),
 }
 
 impl Hold {
@@ -272,8 +287,160 @@ impl Hold {
         match self {
             Hold::Empty => 0,
             Hold::Fast => 1,
-            Hold::Permit(p) => p.units(),
+            Hold::Units(n) => *n,
         }
+    }
+}
+
+/// Grants waiting to be collected by their requests without the lock: one word per request
+/// slot ([`WaiterId::index`]), in chunks that are allocated (under the lock) as the number of
+/// requests pending at once grows and kept for the life of the client.
+///
+/// A word is `EMPTY`, `GRANTED` or `RETIRED` (bits 0..2), with the request's generation
+/// (bits 2..34) and, when retired, a link to the next retired slot (bits 34..64, slot + 1).
+/// - The lock holder that sees a request granted marks its word `GRANTED`, then wakes it. The
+///   permit stays in the machine (so the slot is not reused).
+/// - The request's next poll claims the word (`GRANTED` to `RETIRED`, one compare-and-swap)
+///   and pushes the slot onto the `retired` stack (another): it completes without the lock,
+///   with the units it asked for (an `Acquire` is all or nothing).
+/// - Every lock holder first takes the whole stack (one swap) and collects the permits of the
+///   retired slots from the machine into `State::lent`, emptying their words. So a unit is
+///   in `lent` before anyone under the lock can give it back, and a slot is only reused once
+///   its word is empty.
+/// - A request collected under the lock, or dropped, empties its `GRANTED` word itself.
+struct Mail {
+    chunks: [std::sync::OnceLock<Box<[AtomicU64]>>; MAIL_CHUNKS],
+    /// The retired slots not collected yet: the first one's slot + 1 (0 for none).
+    retired: AtomicU64,
+}
+
+/// Chunk `k` holds `MAIL_FIRST << k` words; 25 chunks cover the first 2^30 slots (more
+/// requests than that pending at once are collected under the lock).
+const MAIL_FIRST: usize = 64;
+const MAIL_CHUNKS: usize = 25;
+const MAIL_SLOTS: usize = 1 << 30;
+const MAIL_GRANTED: u64 = 1;
+const MAIL_RETIRED: u64 = 2;
+const MAIL_TAG: u64 = 3;
+
+impl Mail {
+    fn new() -> Self {
+        Mail {
+            chunks: std::array::from_fn(|_| std::sync::OnceLock::new()),
+            retired: AtomicU64::new(0),
+        }
+    }
+
+    fn locate(index: usize) -> (usize, usize) {
+        let k = (index / MAIL_FIRST + 1).ilog2() as usize;
+        (k, index - MAIL_FIRST * ((1 << k) - 1))
+    }
+
+    fn generation(id: WaiterId) -> u64 {
+        id.to_bits() & u64::from(u32::MAX)
+    }
+
+    fn slot(&self, index: usize) -> Option<&AtomicU64> {
+        let (k, offset) = Self::locate(index);
+        self.chunks.get(k)?.get()?.get(offset)
+    }
+
+    /// Marks `id` granted, under the lock. `false` when its slot has no word (then the grant
+    /// is collected under the lock).
+    fn put(&self, id: WaiterId) -> bool {
+        let index = id.index();
+        if index >= MAIL_SLOTS {
+            return false;
+        }
+        let (k, offset) = Self::locate(index);
+        let Some(chunk) = self.chunks.get(k) else {
+            return false;
+        };
+        let chunk = chunk.get_or_init(|| (0..MAIL_FIRST << k).map(|_| AtomicU64::new(0)).collect());
+        match chunk.get(offset) {
+            Some(slot) => {
+                slot.store(MAIL_GRANTED | Self::generation(id) << 2, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Claims `id`'s grant without the lock and retires its slot; `true` if it was granted.
+    fn claim(&self, id: WaiterId) -> bool {
+        let Some(slot) = self.slot(id.index()) else {
+            return false;
+        };
+        let granted = MAIL_GRANTED | Self::generation(id) << 2;
+        if slot.load(Ordering::Acquire) != granted {
+            return false;
+        }
+        let link = |next: u64| MAIL_RETIRED | Self::generation(id) << 2 | next << 34;
+        let mut head = self.retired.load(Ordering::Acquire);
+        if slot
+            .compare_exchange(granted, link(head), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        // The slot is this request's now; it becomes reachable with the push below.
+        let me = u64::try_from(id.index())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        loop {
+            match self
+                .retired
+                .compare_exchange_weak(head, me, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => {
+                    head = now;
+                    slot.store(link(head), Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Empties `id`'s word if it is marked granted, under the lock; `true` if it was.
+    fn unmark(&self, id: WaiterId) -> bool {
+        let Some(slot) = self.slot(id.index()) else {
+            return false;
+        };
+        let granted = MAIL_GRANTED | Self::generation(id) << 2;
+        slot.compare_exchange(granted, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Collects the permits of every retired slot into `lent`, under the lock.
+    fn reap(&self, state: &mut State) {
+        if self.retired.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut next = self.retired.swap(0, Ordering::AcqRel);
+        while next != 0 {
+            let index = usize::try_from(next - 1).unwrap_or(usize::MAX);
+            let Some(slot) = self.slot(index) else { break };
+            let word = slot.load(Ordering::Acquire);
+            debug_assert_eq!(word & MAIL_TAG, MAIL_RETIRED);
+            next = word >> 34;
+            slot.store(0, Ordering::Release);
+            let generation = (word >> 2) & u64::from(u32::MAX);
+            let bits = (u64::try_from(index).unwrap_or(0) << 32) | generation;
+            if let Outcome::Granted(permit) = state.machine.take_outcome(WaiterId::from_bits(bits))
+            {
+                state.lend(permit);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Mail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let chunks = self.chunks.iter().filter(|c| c.get().is_some()).count();
+        f.debug_struct("Mail")
+            .field("chunks", &chunks)
+            .field("retired", &self.retired.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -304,6 +471,8 @@ pub(crate) struct State {
     adopted: u64,
     /// The rule against hold-and-wait across processes (see [`PartialHold`]).
     hold: PartialHold,
+    /// The permits of every [`Hold::Units`] and of every grant in the [`Mail`], merged.
+    lent: Option<Permit>,
 }
 
 /// How long the oldest request may hold part of a multi-token request from the jobserver
@@ -415,6 +584,21 @@ impl State {
         }
     }
 
+    /// Takes a permit of the machine into `lent`; returns its units.
+    fn lend(&mut self, permit: Permit) -> usize {
+        let units = permit.units();
+        match &mut self.lent {
+            Some(lent) => lent.merge(permit),
+            None => self.lent = Some(permit),
+        }
+        units
+    }
+
+    /// Takes `units` back out of `lent`, to give them back to the machine.
+    fn unlend(&mut self, units: usize) -> Option<Permit> {
+        self.lent.as_mut()?.split(units)
+    }
+
     fn clear_waker(&mut self, id: WaiterId) {
         if let Some(slot) = self.wakers.get_mut(id.index()) {
             *slot = None;
@@ -512,6 +696,8 @@ struct Signal {
     woken: AtomicU64,
     /// A deadline of [`PartialHold`] passed.
     timer_due: AtomicBool,
+    /// Grants on their way to their requests (see [`Mail`]).
+    mail: Mail,
     /// Everything else: the machine, the wakers of waiting requests, the metrics.
     state: Mutex<State>,
 }
@@ -560,14 +746,17 @@ impl Signal {
             readable: AtomicBool::new(false),
             woken: AtomicU64::new(0),
             timer_due: AtomicBool::new(false),
+            mail: Mail::new(),
             state: Mutex::new(state),
         }
     }
 
-    /// Locks the state. A panic while the lock was held cannot leave the machine half-updated
-    /// (its methods do not panic), so a poisoned lock is used as it is.
+    /// Locks the state, and collects the grants that requests took from the [`Mail`] since.
+    /// A panic while the lock was held cannot leave the machine half-updated (its methods do
+    /// not panic), so a poisoned lock is used as it is.
     fn lock(&self) -> Guard<'_> {
-        let inner = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.mail.reap(&mut inner);
         Guard {
             signal: self,
             inner: Some(inner),
@@ -684,6 +873,13 @@ pub(crate) struct Shared<R: Reactor> {
     machine_units: AtomicUsize,
     /// The most units held at once.
     peak: AtomicUsize,
+    /// Requests that waited and collected their grant from the mail without the lock (folded
+    /// into [`Metrics::granted`] and [`Metrics::waited`]).
+    mail_waits: AtomicU64,
+    /// The total and the longest wait of the requests that waited, in nanoseconds (timed with
+    /// the lock released; folded into [`Metrics`]).
+    wait_ns: AtomicU64,
+    max_wait_ns: AtomicU64,
     /// The release policy is [`ReleasePolicy::HandOff`] (mirrors the machine's, for the fast
     /// path).
     handoff: AtomicBool,
@@ -740,6 +936,7 @@ impl<R: Reactor> Shared<R> {
             parked: None,
             adopted: 0,
             hold: PartialHold::default(),
+            lent: None,
         }));
         let handoff = policy == ReleasePolicy::HandOff;
         let direct = conn.as_ref().is_some_and(|c| c.reader.direct_io());
@@ -752,6 +949,9 @@ impl<R: Reactor> Shared<R> {
             permit_units: AtomicUsize::new(0),
             machine_units: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            mail_waits: AtomicU64::new(0),
+            wait_ns: AtomicU64::new(0),
+            max_wait_ns: AtomicU64::new(0),
             handoff: AtomicBool::new(handoff),
             direct,
             read_waker: Waker::from(signal.clone()),
@@ -937,6 +1137,12 @@ impl<R: Reactor> Shared<R> {
     /// no fast unit uses it, so that the machine can grant it; folds the fast grants into the
     /// metrics. Called under the lock before a request joins the machine.
     fn reclaim(&self, state: &mut State) {
+        let word = self.fast.load(Ordering::Acquire);
+        let idle = word & PARKED != 0 && units_of(word) == 0;
+        if word & SLOW != 0 && word & GRANTS_MASK == 0 && !idle {
+            // Already in the machine's hands (requests wait): nothing to change.
+            return;
+        }
         let before = self
             .fast
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| {
@@ -1075,16 +1281,18 @@ impl<R: Reactor> Shared<R> {
         }
     }
 
-    /// A hold as a machine permit (for merging), under the lock.
-    fn import(&self, state: &mut State, hold: Hold) -> Option<Permit> {
+    /// A hold as lent units of the machine (for merging), under the lock.
+    fn import(&self, state: &mut State, hold: Hold) -> usize {
         match hold {
-            Hold::Empty => None,
-            Hold::Permit(permit) => Some(permit),
-            Hold::Fast => {
-                let permit = self.import_fast(state)?;
-                self.permit_units.fetch_add(1, Ordering::Relaxed);
-                Some(permit)
-            }
+            Hold::Empty => 0,
+            Hold::Units(units) => units,
+            Hold::Fast => match self.import_fast(state) {
+                Some(permit) => {
+                    self.permit_units.fetch_add(1, Ordering::Relaxed);
+                    state.lend(permit)
+                }
+                None => 0,
+            },
         }
     }
 
@@ -1113,6 +1321,9 @@ impl<R: Reactor> Shared<R> {
                     Action::Read { max } => read = Some(max),
                     Action::Write(byte) => writes.push(byte),
                     Action::Grant(id) | Action::Fail(id, _) => {
+                        if matches!(action, Action::Grant(_)) {
+                            self.post(&state, id);
+                        }
                         if let Some(waker) = state.wakers.get_mut(id.index()).and_then(Option::take)
                         {
                             // Woken for a readiness already, and not polled since: its task
@@ -1169,6 +1380,27 @@ impl<R: Reactor> Shared<R> {
                     Poll::Pending => state.machine.handle_would_block(),
                 }
             }
+        }
+    }
+
+    /// Marks a granted request in the [`Mail`], where its request collects the grant without
+    /// the lock. Under the lock.
+    fn post(&self, state: &State, id: WaiterId) {
+        // A stale grant (of a request collected already, such as the one that parks the
+        // implicit slot) is not marked.
+        if state.machine.is_granted(id) {
+            self.signal.mail.put(id);
+        }
+    }
+
+    /// Collects what the machine has for `id` under the lock, as a number of lent units or
+    /// an error.
+    fn collect(&self, state: &mut State, id: WaiterId) -> Option<Result<usize, Error>> {
+        self.signal.mail.unmark(id);
+        let outcome = state.machine.take_outcome(id);
+        match self.outcome(outcome, state)? {
+            Ok(permit) => Some(Ok(state.lend(permit))),
+            Err(err) => Some(Err(err)),
         }
     }
 
@@ -1241,8 +1473,8 @@ impl<R: Reactor> Shared<R> {
         }
     }
 
-    /// A token of the machine's `permit` (already counted in `permit_units`, under the lock).
-    fn token(self: Arc<Self>, permit: Permit) -> Token<R> {
+    /// A token of `units` lent units of the machine (already counted in `permit_units`).
+    fn token(self: Arc<Self>, units: usize) -> Token<R> {
         let fast = units_of(self.fast.load(Ordering::Relaxed));
         let held = self
             .permit_units
@@ -1253,7 +1485,29 @@ impl<R: Reactor> Shared<R> {
         }
         Token {
             shared: self,
-            hold: Hold::Permit(permit),
+            hold: Hold::Units(units),
+        }
+    }
+
+    /// Counts the wait of a request that waited and completed (timed with no lock held).
+    fn note_wait_time(&self, waited: Duration) {
+        let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.wait_ns.fetch_add(ns, Ordering::Relaxed);
+        if ns > self.max_wait_ns.load(Ordering::Relaxed) {
+            self.max_wait_ns.fetch_max(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a request that waited and collected its grant from the mail.
+    fn note_mail_wait(&self, waited: Duration) {
+        self.mail_waits.fetch_add(1, Ordering::Relaxed);
+        self.note_wait_time(waited);
+    }
+
+    /// Gives `units` lent units back to the machine, under the lock.
+    fn give_back_units(state: &mut State, units: usize) {
+        if let Some(permit) = state.unlend(units) {
+            state.machine.release(permit);
         }
     }
 
@@ -1295,32 +1549,37 @@ impl<R: Reactor> Shared<R> {
         // readiness: tokens may have arrived that the reactor has not reported yet.
         state.machine.handle_readable();
         let (mut state, _) = self.drive(state, &mut wake);
-        let result = if partial {
-            let outcome = state.machine.take_partial(id);
-            self.outcome(outcome, &state)
+        self.signal.mail.unmark(id);
+        let outcome = if partial {
+            state.machine.take_partial(id)
         } else {
             match state.machine.take_outcome(id) {
                 Outcome::Pending => {
                     state.machine.cancel(id);
-                    None
+                    Outcome::Pending
                 }
-                other => self.outcome(other, &state),
+                other => other,
             }
         };
-        if let Some(Ok(permit)) = &result {
+        let result = self
+            .outcome(outcome, &state)
+            .map(|r| r.map(|permit| state.lend(permit)));
+        let result = match result {
+            Some(Ok(0)) => {
+                Self::give_back_units(&mut state, 0);
+                None
+            }
+            other => other,
+        };
+        if let Some(Ok(units)) = &result {
             state.metrics.granted += 1;
-            self.permit_units
-                .fetch_add(permit.units(), Ordering::Relaxed);
+            self.permit_units.fetch_add(*units, Ordering::Relaxed);
         }
         let (state, _) = self.drive(state, &mut wake);
         drop(state);
         wake_all(wake);
         match result {
-            Some(Ok(permit)) if permit.units() == 0 => {
-                self.with(|state| state.machine.release(permit));
-                Ok(None)
-            }
-            Some(Ok(permit)) => Ok(Some(self.clone().token(permit))),
+            Some(Ok(units)) => Ok(Some(self.clone().token(units))),
             Some(Err(err)) => Err(err),
             None => Ok(None),
         }
@@ -1342,10 +1601,9 @@ impl<R: Reactor> Shared<R> {
                     .1
                 }
             },
-            Hold::Permit(permit) => {
-                self.permit_units
-                    .fetch_sub(permit.units(), Ordering::Relaxed);
-                self.with(|state| state.machine.release(permit)).1
+            Hold::Units(units) => {
+                self.permit_units.fetch_sub(units, Ordering::Relaxed);
+                self.with(|state| Self::give_back_units(state, units)).1
             }
         }
     }
@@ -1387,6 +1645,11 @@ impl<R: Reactor> Shared<R> {
         let before = self.fast.fetch_and(!GRANTS_MASK, Ordering::AcqRel);
         state.metrics.granted += before >> GRANTS_SHIFT;
         let mut metrics = state.metrics;
+        let mail = self.mail_waits.load(Ordering::Relaxed);
+        metrics.granted += mail;
+        metrics.waited += mail;
+        metrics.total_wait = Duration::from_nanos(self.wait_ns.load(Ordering::Relaxed));
+        metrics.max_wait = Duration::from_nanos(self.max_wait_ns.load(Ordering::Relaxed));
         metrics.peak_units = metrics.peak_units.max(self.peak.load(Ordering::Relaxed));
         metrics
     }
@@ -1443,18 +1706,39 @@ impl<R: Reactor> Future for Acquire<R> {
                  await each acquire() once); nothing was requested",
             )));
         };
-        if this.id.is_none() && this.units == 1 {
-            if let Fast::Got = shared.fast_acquire() {
-                let shared = this.shared.take().ok_or_else(unknown_request)?;
-                return Poll::Ready(Ok(Token {
-                    shared,
-                    hold: Hold::Fast,
-                }));
+        match this.id {
+            None if this.units == 1 => {
+                if let Fast::Got = shared.fast_acquire() {
+                    let shared = this.shared.take().ok_or_else(unknown_request)?;
+                    return Poll::Ready(Ok(Token {
+                        shared,
+                        hold: Hold::Fast,
+                    }));
+                }
             }
+            None => {}
+            // Granted while it waited: the grant is in the mail, collected without the lock.
+            Some(id) if shared.signal.mail.claim(id) => {
+                let units = this.units;
+                this.id = None;
+                shared.signal.forget(id);
+                // It may have been the request woken for a readiness: someone else acts
+                // on it now.
+                shared.signal.kick();
+                shared.permit_units.fetch_add(units, Ordering::Relaxed);
+                let waited = this.waited();
+                shared.note_mail_wait(waited);
+                #[cfg(feature = "tracing")]
+                tracing::debug!(
+                    units = this.units,
+                    wait_us = waited.as_micros() as u64,
+                    "jobserver tokens granted"
+                );
+                let shared = this.shared.take().ok_or_else(unknown_request)?;
+                return Poll::Ready(Ok(shared.token(units)));
+            }
+            Some(_) => {}
         }
-        // A request that waited is probably completing now: the clock is read before the
-        // lock is taken, not under it.
-        let now = (this.pending_since != 0).then(|| shared.epoch.elapsed());
         let mut wake = WakeList::new();
         let mut state = shared.lock();
         // A request polled again has changed nothing the machine would act on: unless a flag
@@ -1482,8 +1766,7 @@ impl<R: Reactor> Future for Acquire<R> {
                 state = driven;
             }
             drive = true;
-            let outcome = state.machine.take_outcome(id);
-            let result = shared.outcome(outcome, &state);
+            let result = shared.collect(&mut state, id);
             if result.is_some() {
                 break result;
             }
@@ -1500,35 +1783,16 @@ impl<R: Reactor> Future for Acquire<R> {
             Some(done) => {
                 state.clear_waker(id);
                 this.id = None;
-                let waited = now.map(|now| {
-                    let since = Duration::from_nanos(this.pending_since - 1);
-                    now.saturating_sub(since)
-                });
                 let m = &mut state.metrics;
                 match done {
-                    Ok(permit) => {
-                        shared
-                            .permit_units
-                            .fetch_add(permit.units(), Ordering::Relaxed);
+                    Ok(units) => {
+                        shared.permit_units.fetch_add(*units, Ordering::Relaxed);
                         m.granted += 1;
-                        if let Some(w) = waited {
+                        if this.pending_since != 0 {
                             m.waited += 1;
-                            m.total_wait += w;
-                            m.max_wait = m.max_wait.max(w);
                         }
                     }
                     Err(_) => m.failed += 1,
-                }
-                #[cfg(feature = "tracing")]
-                match done {
-                    Ok(_) => tracing::debug!(
-                        units = this.units,
-                        wait_us = waited.map_or(0, |w| w.as_micros() as u64),
-                        "jobserver tokens granted"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(units = this.units, error = %e, "jobserver request failed")
-                    }
                 }
             }
         }
@@ -1542,13 +1806,38 @@ impl<R: Reactor> Future for Acquire<R> {
             }
             return Poll::Pending;
         };
+        if this.pending_since != 0 && result.is_ok() {
+            // Timed with the lock released; counted in `waited` above.
+            let waited = this.waited();
+            shared.note_wait_time(waited);
+        }
+        #[cfg(feature = "tracing")]
+        match &result {
+            Ok(_) => tracing::debug!(units = this.units, "jobserver tokens granted"),
+            Err(e) => {
+                tracing::warn!(units = this.units, error = %e, "jobserver request failed")
+            }
+        }
         // The future is done: its reference to the client moves into the token.
         let shared = this.shared.take();
-        Poll::Ready(result.and_then(|permit| {
+        Poll::Ready(result.and_then(|units| {
             shared
-                .map(|shared| shared.token(permit))
+                .map(|shared| shared.token(units))
                 .ok_or_else(unknown_request)
         }))
+    }
+}
+
+impl<R: Reactor> Acquire<R> {
+    /// How long this request has waited, from its first pending poll (zero if it never was).
+    fn waited(&self) -> Duration {
+        match (&self.shared, self.pending_since) {
+            (Some(shared), since) if since != 0 => {
+                let since = Duration::from_nanos(since - 1);
+                shared.epoch.elapsed().saturating_sub(since)
+            }
+            _ => Duration::ZERO,
+        }
     }
 }
 
@@ -1558,6 +1847,8 @@ impl<R: Reactor> Drop for Acquire<R> {
             shared.with(|state| {
                 state.clear_waker(id);
                 shared.signal.forget(id);
+                // Granted but not collected: cancelling gives the units back as if released.
+                shared.signal.mail.unmark(id);
                 state.machine.cancel(id);
             });
         }
@@ -1620,7 +1911,10 @@ impl<R: Reactor> Token<R> {
             Hold::Empty
         } else {
             match &mut self.hold {
-                Hold::Permit(permit) => Hold::Permit(permit.split(units)?),
+                Hold::Units(n) => {
+                    *n -= units;
+                    Hold::Units(units)
+                }
                 // One-unit holds are handled above (all or nothing).
                 _ => return None,
             }
@@ -1650,20 +1944,23 @@ impl<R: Reactor> Token<R> {
             return Ok(());
         }
         let mine = std::mem::replace(&mut self.hold, Hold::Empty);
+        if let (Hold::Units(a), Hold::Units(b)) = (&mine, &theirs) {
+            // Both lent already: nothing moves in the machine.
+            self.hold = Hold::Units(a.saturating_add(*b));
+            return Ok(());
+        }
         let shared = &self.shared;
         // Through the machine's drive: adopting a byte may leave one to write back, and the
         // fast path must see the machine's new units (see `fast_release`).
-        let (merged, _) =
-            shared.with(
-                |state| match (shared.import(state, mine), shared.import(state, theirs)) {
-                    (Some(mut a), Some(b)) => {
-                        a.merge(b);
-                        Some(a)
-                    }
-                    (a, b) => a.or(b),
-                },
-            );
-        self.hold = merged.map_or(Hold::Empty, Hold::Permit);
+        let (merged, _) = shared.with(|state| {
+            let a = shared.import(state, mine);
+            a.saturating_add(shared.import(state, theirs))
+        });
+        self.hold = if merged == 0 {
+            Hold::Empty
+        } else {
+            Hold::Units(merged)
+        };
         Ok(())
     }
 
@@ -1695,5 +1992,87 @@ impl<R: Reactor> Drop for Token<R> {
         let hold = std::mem::replace(&mut self.hold, Hold::Empty);
         // A failure is recorded by the driver (counted, and kept for the client).
         let _ = self.shared.release(hold);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(machine: Machine) -> State {
+        State {
+            machine,
+            wakers: Vec::new(),
+            read_error: None,
+            write_error: None,
+            metrics: Metrics::default(),
+            parked: None,
+            adopted: 0,
+            hold: PartialHold::default(),
+            lent: None,
+        }
+    }
+
+    /// Grants claimed from the mail by many threads at once all reach `lent` at the next
+    /// reap, each slot once, and their machine slots are freed only then.
+    #[test]
+    fn mail_claims_from_many_threads_are_all_reaped() {
+        const N: usize = 300;
+        let mut st = state(Machine::new());
+        let ids: Vec<WaiterId> = (0..N).map(|_| st.machine.acquire(1)).collect();
+        let mail = Mail::new();
+        let mut granted = 0;
+        let mut post = |st: &mut State| {
+            while let Some(action) = st.machine.poll_action() {
+                if let Action::Grant(id) = action {
+                    assert!(st.machine.is_granted(id));
+                    assert!(mail.put(id));
+                    granted += 1;
+                }
+            }
+        };
+        // The first request gets the implicit slot at once; the others N - 1 bytes.
+        post(&mut st);
+        st.machine.handle_read(&[b'+'; N - 1]);
+        post(&mut st);
+        assert_eq!(granted, N);
+        // One request is cancelled under the lock instead (its word is emptied).
+        assert!(mail.unmark(ids[0]));
+        st.machine.cancel(ids[0]);
+        std::thread::scope(|s| {
+            for chunk in ids[1..].chunks(37) {
+                let mail = &mail;
+                s.spawn(move || {
+                    for &id in chunk {
+                        assert!(mail.claim(id), "claimed once");
+                        assert!(!mail.claim(id), "not twice");
+                    }
+                });
+            }
+        });
+        // Not reaped yet: the slots are still the machine's.
+        assert!(st.machine.is_granted(ids[1]));
+        mail.reap(&mut st);
+        assert_eq!(st.lent.as_ref().map(Permit::units), Some(N - 1));
+        assert_eq!(mail.retired.load(Ordering::SeqCst), 0);
+        for &id in &ids {
+            assert_eq!(st.machine.take_outcome(id), Outcome::Unknown);
+            assert!(mail
+                .slot(id.index())
+                .is_none_or(|w| w.load(Ordering::SeqCst) == 0));
+        }
+        // Giving the units back leaves the machine with nothing in use.
+        let permit = st.unlend(N - 1).expect("lent");
+        st.machine.release(permit);
+        assert_eq!(st.machine.units_in_use(), 0);
+    }
+
+    #[test]
+    fn mail_slots_cover_their_chunks() {
+        for index in [0, 63, 64, 191, 192, 1000, 1 << 20, MAIL_SLOTS - 1] {
+            let (k, offset) = Mail::locate(index);
+            assert!(k < MAIL_CHUNKS, "{index}");
+            assert!(offset < MAIL_FIRST << k, "{index}");
+        }
     }
 }

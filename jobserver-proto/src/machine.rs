@@ -50,6 +50,15 @@ impl WaiterId {
     pub fn to_bits(self) -> u64 {
         (u64::from(self.slot) << 32) | u64::from(self.generation)
     }
+
+    /// The id whose [`WaiterId::to_bits`] is `bits`. A number that no live request of the
+    /// machine has is a stale id, which every method that takes an id ignores.
+    pub fn from_bits(bits: u64) -> WaiterId {
+        WaiterId {
+            slot: (bits >> 32) as u32,
+            generation: bits as u32,
+        }
+    }
 }
 
 /// Permission to run `units` jobs, handed out by [`Machine::take_outcome`].
@@ -604,6 +613,13 @@ impl Machine {
             State::Failed(_) => self.free(slot),
             State::Free => {}
         }
+    }
+
+    /// True when `id` names a request that was granted and whose permit was not collected
+    /// yet (with [`Machine::take_outcome`]).
+    pub fn is_granted(&self, id: WaiterId) -> bool {
+        self.live(id)
+            .is_some_and(|slot| self.entries[slot as usize].state == State::Granted)
     }
 
     /// Collects the result of a request: a permit once it is granted, the failure once it

@@ -9,10 +9,11 @@
 
 mod fixture;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 
 use fixture::{poll_until_ready, wait_until, Kind, Pool};
 use jobserver_io::Client;
