@@ -473,6 +473,9 @@ pub(crate) struct State {
     hold: PartialHold,
     /// The permits of every [`Hold::Units`] and of every grant in the [`Mail`], merged.
     lent: Option<Permit>,
+    /// A buffer for the bytes of one round of writes, kept to spare an allocation under the
+    /// lock.
+    writes: Vec<u8>,
 }
 
 /// How long the oldest request may hold part of a multi-token request from the jobserver
@@ -596,7 +599,9 @@ impl State {
 
     /// Takes `units` back out of `lent`, to give them back to the machine.
     fn unlend(&mut self, units: usize) -> Option<Permit> {
-        self.lent.as_mut()?.split(units)
+        let permit = self.lent.as_mut().and_then(|lent| lent.split(units));
+        debug_assert!(permit.is_some(), "{units} units given back were never lent");
+        permit
     }
 
     fn clear_waker(&mut self, id: WaiterId) {
@@ -937,6 +942,7 @@ impl<R: Reactor> Shared<R> {
             adopted: 0,
             hold: PartialHold::default(),
             lent: None,
+            writes: Vec::new(),
         }));
         let handoff = policy == ReleasePolicy::HandOff;
         let direct = conn.as_ref().is_some_and(|c| c.reader.direct_io());
@@ -1314,8 +1320,10 @@ impl<R: Reactor> Shared<R> {
             }
             self.check_partial(&mut state);
             self.sync_fast(&mut state);
-            let mut writes = Vec::new();
+            let mut writes = std::mem::take(&mut state.writes);
+            writes.clear();
             let mut read = None;
+            let mut read_for_waiters = false;
             while let Some(action) = state.machine.poll_action() {
                 match action {
                     Action::Read { max } => read = Some(max),
@@ -1334,11 +1342,27 @@ impl<R: Reactor> Shared<R> {
                         }
                     }
                 }
+                if read.is_none()
+                    && !read_for_waiters
+                    && self.direct
+                    && !writes.is_empty()
+                    && state.machine.has_waiters()
+                {
+                    // Tokens go back to the pipe while requests here wait for some
+                    // (`ReturnToPipe`): read for them right after the write, in the same
+                    // unlocked stretch, instead of waiting for the reactor to report the
+                    // bytes this very thread wrote. Other processes have the same chance at
+                    // them as at any write; the read takes what is there, and one that finds
+                    // nothing arms the reactor again.
+                    read_for_waiters = true;
+                    state.machine.handle_readable();
+                }
             }
             let waiting = state.machine.waiting();
             let m = &mut state.metrics;
             m.peak_waiting = m.peak_waiting.max(waiting);
             if writes.is_empty() && read.is_none() {
+                state.writes = writes;
                 if self.signal.flagged() {
                     continue;
                 }
@@ -1347,18 +1371,7 @@ impl<R: Reactor> Shared<R> {
             drop(state);
             let done = self.carry_out(&writes, read);
             state = self.lock();
-            if self.direct
-                && read.is_none()
-                && done.failed_writes.len() < writes.len()
-                && state.machine.has_waiters()
-            {
-                // Tokens went back to the pipe while requests here wait for some
-                // (`ReturnToPipe`): read for them now instead of waiting for the reactor to
-                // report the bytes this very thread wrote. Other processes had the same
-                // chance at them as with any write; the read finds what is there, and one
-                // that finds nothing arms the reactor again.
-                state.machine.handle_readable();
-            }
+            state.writes = writes;
             for (byte, err) in done.failed_writes {
                 state.machine.handle_write_error(byte);
                 state.write_error = Some(io::Error::new(err.kind(), err.to_string()));
@@ -2010,6 +2023,7 @@ mod tests {
             adopted: 0,
             hold: PartialHold::default(),
             lent: None,
+            writes: Vec::new(),
         }
     }
 
