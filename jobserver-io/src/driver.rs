@@ -310,8 +310,23 @@ impl Hold {
 /// - A request collected under the lock, or dropped, empties its `GRANTED` word itself.
 struct Mail {
     chunks: [std::sync::OnceLock<Box<[AtomicU64]>>; MAIL_CHUNKS],
+    hot: MailHot,
+}
+
+/// What a request that completes from the mail writes, on one cache line: it takes the line
+/// once, not once per counter.
+#[derive(Default)]
+#[repr(align(64))]
+struct MailHot {
     /// The retired slots not collected yet: the first one's slot + 1 (0 for none).
     retired: AtomicU64,
+    /// Requests that waited and collected their grant from the mail (folded into
+    /// [`Metrics::granted`] and [`Metrics::waited`]).
+    waits: AtomicU64,
+    /// The total and the longest wait of every request that waited, in nanoseconds (timed
+    /// with the lock released; folded into [`Metrics`]).
+    wait_ns: AtomicU64,
+    max_wait_ns: AtomicU64,
 }
 
 /// Chunk `k` holds `MAIL_FIRST << k` words; 25 chunks cover the first 2^30 slots (more
@@ -327,7 +342,7 @@ impl Mail {
     fn new() -> Self {
         Mail {
             chunks: std::array::from_fn(|_| std::sync::OnceLock::new()),
-            retired: AtomicU64::new(0),
+            hot: MailHot::default(),
         }
     }
 
@@ -376,7 +391,7 @@ impl Mail {
             return false;
         }
         let link = |next: u64| MAIL_RETIRED | Self::generation(id) << 2 | next << 34;
-        let mut head = self.retired.load(Ordering::Acquire);
+        let mut head = self.hot.retired.load(Ordering::Acquire);
         if slot
             .compare_exchange(granted, link(head), Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -388,10 +403,12 @@ impl Mail {
             .unwrap_or(u64::MAX)
             .saturating_add(1);
         loop {
-            match self
-                .retired
-                .compare_exchange_weak(head, me, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.hot.retired.compare_exchange_weak(
+                head,
+                me,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return true,
                 Err(now) => {
                     head = now;
@@ -407,16 +424,18 @@ impl Mail {
             return false;
         };
         let granted = MAIL_GRANTED | Self::generation(id) << 2;
-        slot.compare_exchange(granted, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+        slot.load(Ordering::Acquire) == granted
+            && slot
+                .compare_exchange(granted, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Collects the permits of every retired slot into `lent`, under the lock.
     fn reap(&self, state: &mut State) {
-        if self.retired.load(Ordering::Acquire) == 0 {
+        if self.hot.retired.load(Ordering::Acquire) == 0 {
             return;
         }
-        let mut next = self.retired.swap(0, Ordering::AcqRel);
+        let mut next = self.hot.retired.swap(0, Ordering::AcqRel);
         while next != 0 {
             let index = usize::try_from(next - 1).unwrap_or(usize::MAX);
             let Some(slot) = self.slot(index) else { break };
@@ -439,7 +458,7 @@ impl std::fmt::Debug for Mail {
         let chunks = self.chunks.iter().filter(|c| c.get().is_some()).count();
         f.debug_struct("Mail")
             .field("chunks", &chunks)
-            .field("retired", &self.retired.load(Ordering::Relaxed))
+            .field("retired", &self.hot.retired.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -871,20 +890,11 @@ pub(crate) struct Shared<R: Reactor> {
     /// Bytes the fast path read, and wrote back itself.
     fast_read: AtomicU64,
     fast_written: AtomicU64,
-    /// Units held by tokens of the machine's permits (for the peak).
-    permit_units: AtomicUsize,
     /// Units in use in the machine besides the parked implicit slot (granted, collected or
     /// not, and promised), published under the lock by `sync_fast`.
     machine_units: AtomicUsize,
     /// The most units held at once.
     peak: AtomicUsize,
-    /// Requests that waited and collected their grant from the mail without the lock (folded
-    /// into [`Metrics::granted`] and [`Metrics::waited`]).
-    mail_waits: AtomicU64,
-    /// The total and the longest wait of the requests that waited, in nanoseconds (timed with
-    /// the lock released; folded into [`Metrics`]).
-    wait_ns: AtomicU64,
-    max_wait_ns: AtomicU64,
     /// The release policy is [`ReleasePolicy::HandOff`] (mirrors the machine's, for the fast
     /// path).
     handoff: AtomicBool,
@@ -952,12 +962,8 @@ impl<R: Reactor> Shared<R> {
             stash: Stash::new(),
             fast_read: AtomicU64::new(0),
             fast_written: AtomicU64::new(0),
-            permit_units: AtomicUsize::new(0),
             machine_units: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
-            mail_waits: AtomicU64::new(0),
-            wait_ns: AtomicU64::new(0),
-            max_wait_ns: AtomicU64::new(0),
             handoff: AtomicBool::new(handoff),
             direct,
             read_waker: Waker::from(signal.clone()),
@@ -1009,7 +1015,7 @@ impl<R: Reactor> Shared<R> {
 
     /// Records a new count of fast units, for [`Metrics::peak_units`].
     fn note_units(&self, fast_units: usize) {
-        let held = fast_units.saturating_add(self.permit_units.load(Ordering::Relaxed));
+        let held = fast_units.saturating_add(self.machine_units.load(Ordering::Relaxed));
         if held > self.peak.load(Ordering::Relaxed) {
             self.peak.fetch_max(held, Ordering::Relaxed);
         }
@@ -1236,6 +1242,12 @@ impl<R: Reactor> Shared<R> {
             .saturating_sub(usize::from(state.parked.is_some()));
         if self.machine_units.load(Ordering::Relaxed) != units {
             self.machine_units.store(units, Ordering::SeqCst);
+            // The peak of units held: the machine's (granted, collected or not, and
+            // promised) and the fast path's.
+            let held = units.saturating_add(units_of(self.fast.load(Ordering::Relaxed)));
+            if held > self.peak.load(Ordering::Relaxed) {
+                self.peak.fetch_max(held, Ordering::Relaxed);
+            }
         }
         if state.machine.has_waiters() || state.machine.has_unwritten() {
             if self.fast.load(Ordering::Relaxed) & SLOW == 0 {
@@ -1293,10 +1305,7 @@ impl<R: Reactor> Shared<R> {
             Hold::Empty => 0,
             Hold::Units(units) => units,
             Hold::Fast => match self.import_fast(state) {
-                Some(permit) => {
-                    self.permit_units.fetch_add(1, Ordering::Relaxed);
-                    state.lend(permit)
-                }
+                Some(permit) => state.lend(permit),
                 None => 0,
             },
         }
@@ -1486,16 +1495,9 @@ impl<R: Reactor> Shared<R> {
         }
     }
 
-    /// A token of `units` lent units of the machine (already counted in `permit_units`).
+    /// A token of `units` lent units of the machine (counted in the peak when they were
+    /// granted, see `sync_fast`).
     fn token(self: Arc<Self>, units: usize) -> Token<R> {
-        let fast = units_of(self.fast.load(Ordering::Relaxed));
-        let held = self
-            .permit_units
-            .load(Ordering::Relaxed)
-            .saturating_add(fast);
-        if held > self.peak.load(Ordering::Relaxed) {
-            self.peak.fetch_max(held, Ordering::Relaxed);
-        }
         Token {
             shared: self,
             hold: Hold::Units(units),
@@ -1505,15 +1507,23 @@ impl<R: Reactor> Shared<R> {
     /// Counts the wait of a request that waited and completed (timed with no lock held).
     fn note_wait_time(&self, waited: Duration) {
         let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        self.wait_ns.fetch_add(ns, Ordering::Relaxed);
-        if ns > self.max_wait_ns.load(Ordering::Relaxed) {
-            self.max_wait_ns.fetch_max(ns, Ordering::Relaxed);
+        self.signal
+            .mail
+            .hot
+            .wait_ns
+            .fetch_add(ns, Ordering::Relaxed);
+        if ns > self.signal.mail.hot.max_wait_ns.load(Ordering::Relaxed) {
+            self.signal
+                .mail
+                .hot
+                .max_wait_ns
+                .fetch_max(ns, Ordering::Relaxed);
         }
     }
 
     /// Counts a request that waited and collected its grant from the mail.
     fn note_mail_wait(&self, waited: Duration) {
-        self.mail_waits.fetch_add(1, Ordering::Relaxed);
+        self.signal.mail.hot.waits.fetch_add(1, Ordering::Relaxed);
         self.note_wait_time(waited);
     }
 
@@ -1584,9 +1594,8 @@ impl<R: Reactor> Shared<R> {
             }
             other => other,
         };
-        if let Some(Ok(units)) = &result {
+        if let Some(Ok(_)) = &result {
             state.metrics.granted += 1;
-            self.permit_units.fetch_add(*units, Ordering::Relaxed);
         }
         let (state, _) = self.drive(state, &mut wake);
         drop(state);
@@ -1614,10 +1623,7 @@ impl<R: Reactor> Shared<R> {
                     .1
                 }
             },
-            Hold::Units(units) => {
-                self.permit_units.fetch_sub(units, Ordering::Relaxed);
-                self.with(|state| Self::give_back_units(state, units)).1
-            }
+            Hold::Units(units) => self.with(|state| Self::give_back_units(state, units)).1,
         }
     }
 
@@ -1658,11 +1664,13 @@ impl<R: Reactor> Shared<R> {
         let before = self.fast.fetch_and(!GRANTS_MASK, Ordering::AcqRel);
         state.metrics.granted += before >> GRANTS_SHIFT;
         let mut metrics = state.metrics;
-        let mail = self.mail_waits.load(Ordering::Relaxed);
+        let mail = self.signal.mail.hot.waits.load(Ordering::Relaxed);
         metrics.granted += mail;
         metrics.waited += mail;
-        metrics.total_wait = Duration::from_nanos(self.wait_ns.load(Ordering::Relaxed));
-        metrics.max_wait = Duration::from_nanos(self.max_wait_ns.load(Ordering::Relaxed));
+        metrics.total_wait =
+            Duration::from_nanos(self.signal.mail.hot.wait_ns.load(Ordering::Relaxed));
+        metrics.max_wait =
+            Duration::from_nanos(self.signal.mail.hot.max_wait_ns.load(Ordering::Relaxed));
         metrics.peak_units = metrics.peak_units.max(self.peak.load(Ordering::Relaxed));
         metrics
     }
@@ -1738,7 +1746,6 @@ impl<R: Reactor> Future for Acquire<R> {
                 // It may have been the request woken for a readiness: someone else acts
                 // on it now.
                 shared.signal.kick();
-                shared.permit_units.fetch_add(units, Ordering::Relaxed);
                 let waited = this.waited();
                 shared.note_mail_wait(waited);
                 #[cfg(feature = "tracing")]
@@ -1798,8 +1805,7 @@ impl<R: Reactor> Future for Acquire<R> {
                 this.id = None;
                 let m = &mut state.metrics;
                 match done {
-                    Ok(units) => {
-                        shared.permit_units.fetch_add(*units, Ordering::Relaxed);
+                    Ok(_) => {
                         m.granted += 1;
                         if this.pending_since != 0 {
                             m.waited += 1;
@@ -2068,7 +2074,7 @@ mod tests {
         assert!(st.machine.is_granted(ids[1]));
         mail.reap(&mut st);
         assert_eq!(st.lent.as_ref().map(Permit::units), Some(N - 1));
-        assert_eq!(mail.retired.load(Ordering::SeqCst), 0);
+        assert_eq!(mail.hot.retired.load(Ordering::SeqCst), 0);
         for &id in &ids {
             assert_eq!(st.machine.take_outcome(id), Outcome::Unknown);
             assert!(mail
