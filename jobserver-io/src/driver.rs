@@ -495,6 +495,8 @@ pub(crate) struct State {
     /// A buffer for the bytes of one round of writes, kept to spare an allocation under the
     /// lock.
     writes: Vec<u8>,
+    /// The last drive's read came back `Pending` (see `Shared::flagged_for`).
+    read_came_back_pending: bool,
 }
 
 /// How long the oldest request may hold part of a multi-token request from the jobserver
@@ -740,6 +742,7 @@ pub(crate) struct Guard<'a> {
 impl std::ops::Deref for Guard<'_> {
     type Target = State;
 
+    #[inline]
     fn deref(&self) -> &State {
         match &self.inner {
             Some(guard) => guard,
@@ -749,6 +752,7 @@ impl std::ops::Deref for Guard<'_> {
 }
 
 impl std::ops::DerefMut for Guard<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut State {
         match &mut self.inner {
             Some(guard) => guard,
@@ -758,9 +762,20 @@ impl std::ops::DerefMut for Guard<'_> {
 }
 
 impl Drop for Guard<'_> {
+    /// Unlocks, then looks at the flags again if a wake-up could have been left to this
+    /// holder: only while the machine waits for readiness or a partial-hold timer is armed.
+    /// Otherwise a readiness is of no use (a read is under way, whose reader looks at the
+    /// flags when it locks again, or none is needed) and no deadline is pending.
+    #[inline]
     fn drop(&mut self) {
-        drop(self.inner.take());
-        self.signal.kick();
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        let watch = inner.machine.awaits_readiness() || inner.hold.timer.is_some();
+        drop(inner);
+        if watch {
+            self.signal.kick();
+        }
     }
 }
 
@@ -788,13 +803,14 @@ impl Signal {
     }
 
     /// `id`'s task is polling it, or it is gone: it no longer stands for a readiness.
-    fn forget(&self, id: WaiterId) {
+    /// Returns whether it did.
+    fn forget(&self, id: WaiterId) -> bool {
         let bits = woken_bits(id);
-        if self.woken.load(Ordering::SeqCst) == bits {
-            let _ = self
+        self.woken.load(Ordering::SeqCst) == bits
+            && self
                 .woken
-                .compare_exchange(bits, 0, Ordering::SeqCst, Ordering::SeqCst);
-        }
+                .compare_exchange(bits, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
     }
 
     /// A readiness that this lock holder should act on: flagged, and no woken request is
@@ -822,8 +838,16 @@ impl Signal {
     /// still under way) leaves the flag to the next lock holder.
     ///
     /// Called by the reactor's waker, the partial-hold timer's waker, and every unlock.
+    #[inline]
     fn kick(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
+        if self.flagged() {
+            self.kick_flagged();
+        }
+    }
+
+    #[cold]
+    fn kick_flagged(&self) {
         let readable = self.ready_for_anyone();
         if !readable && !self.timer_due.load(Ordering::SeqCst) {
             return;
@@ -953,6 +977,7 @@ impl<R: Reactor> Shared<R> {
             hold: PartialHold::default(),
             lent: None,
             writes: Vec::new(),
+            read_came_back_pending: false,
         }));
         let handoff = policy == ReleasePolicy::HandOff;
         let direct = conn.as_ref().is_some_and(|c| c.reader.direct_io());
@@ -1322,8 +1347,11 @@ impl<R: Reactor> Shared<R> {
         wake: &mut WakeList,
     ) -> (Guard<'a>, Option<io::Error>) {
         let mut first_write_error = None;
+        state.read_came_back_pending = false;
         loop {
-            if self.signal.ready_for_anyone() && self.signal.readable.swap(false, Ordering::SeqCst)
+            if !state.read_came_back_pending
+                && self.signal.ready_for_anyone()
+                && self.signal.readable.swap(false, Ordering::SeqCst)
             {
                 state.machine.handle_readable();
             }
@@ -1372,7 +1400,7 @@ impl<R: Reactor> Shared<R> {
             m.peak_waiting = m.peak_waiting.max(waiting);
             if writes.is_empty() && read.is_none() {
                 state.writes = writes;
-                if self.signal.flagged() {
+                if self.flagged_for(&state) {
                     continue;
                 }
                 return (state, first_write_error);
@@ -1399,7 +1427,10 @@ impl<R: Reactor> Shared<R> {
                         state.read_error = Some(err.to_string());
                         state.machine.handle_read_error(err.kind());
                     }
-                    Poll::Pending => state.machine.handle_would_block(),
+                    Poll::Pending => {
+                        state.machine.handle_would_block();
+                        state.read_came_back_pending = true;
+                    }
                 }
             }
         }
@@ -1424,6 +1455,18 @@ impl<R: Reactor> Shared<R> {
             Ok(permit) => Some(Ok(state.lend(permit))),
             Err(err) => Some(Err(err)),
         }
+    }
+
+    /// Whether this lock holder should drive the machine again: a deadline passed, or a
+    /// readiness came in that nobody acts on. Not for a readiness that came while this
+    /// holder's own read came back `Pending` in its last drive: a runtime may wake the
+    /// reactor's waker at once from inside a read that it refused for now (tokio's
+    /// cooperative budget does, outside its workers), and reading again at once would spin.
+    /// That readiness is left flagged, and the unlock hands it on (`Signal::kick`): the
+    /// oldest waiter's task reads when it is polled again.
+    fn flagged_for(&self, state: &State) -> bool {
+        self.signal.timer_due.load(Ordering::SeqCst)
+            || (!state.read_came_back_pending && self.signal.ready_for_anyone())
     }
 
     /// The machine's writes and read, with the lock released.
@@ -1742,10 +1785,10 @@ impl<R: Reactor> Future for Acquire<R> {
             Some(id) if shared.signal.mail.claim(id) => {
                 let units = this.units;
                 this.id = None;
-                shared.signal.forget(id);
-                // It may have been the request woken for a readiness: someone else acts
-                // on it now.
-                shared.signal.kick();
+                // If it was the request woken for a readiness, someone else acts on it now.
+                if shared.signal.forget(id) {
+                    shared.signal.kick();
+                }
                 let waited = this.waited();
                 shared.note_mail_wait(waited);
                 #[cfg(feature = "tracing")]
@@ -1793,7 +1836,7 @@ impl<R: Reactor> Future for Acquire<R> {
             state.set_waker(id, cx.waker());
             // A readiness that came in meanwhile (while the lock was released for I/O, or
             // before this request's waker was known) is acted on here.
-            if !shared.signal.flagged() {
+            if !shared.flagged_for(&state) {
                 break None;
             }
         };
@@ -2030,6 +2073,7 @@ mod tests {
             hold: PartialHold::default(),
             lent: None,
             writes: Vec::new(),
+            read_came_back_pending: false,
         }
     }
 

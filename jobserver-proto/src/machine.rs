@@ -524,6 +524,12 @@ impl Machine {
         }
     }
 
+    /// True while the last read found the pipe empty and the adapter waits for readiness
+    /// before the next ([`Machine::handle_readable`]): only then does a readiness matter.
+    pub fn awaits_readiness(&self) -> bool {
+        self.read == ReadState::Armed
+    }
+
     /// True while reading is paused by [`Machine::yield_partial`].
     pub fn is_paused(&self) -> bool {
         self.paused
