@@ -495,7 +495,8 @@ pub(crate) struct State {
     /// A buffer for the bytes of one round of writes, kept to spare an allocation under the
     /// lock.
     writes: Vec<u8>,
-    /// The last drive's read came back `Pending` (see `Shared::flagged_for`).
+    /// The last drive's read came back `Pending`, and the reactor's waker was woken while
+    /// it was under way (see `Shared::flagged_for`).
     read_came_back_pending: bool,
 }
 
@@ -897,6 +898,9 @@ impl Wake for Signal {
 struct Done {
     failed_writes: Vec<(u8, io::Error)>,
     read: Option<(Poll<io::Result<Filled>>, [u8; READ_BUF])>,
+    /// The reactor's waker was woken while the read was under way (see
+    /// `Shared::flagged_for`).
+    woken_during_read: bool,
 }
 
 /// The most bytes one read takes.
@@ -1429,7 +1433,7 @@ impl<R: Reactor> Shared<R> {
                     }
                     Poll::Pending => {
                         state.machine.handle_would_block();
-                        state.read_came_back_pending = true;
+                        state.read_came_back_pending = done.woken_during_read;
                     }
                 }
             }
@@ -1458,12 +1462,13 @@ impl<R: Reactor> Shared<R> {
     }
 
     /// Whether this lock holder should drive the machine again: a deadline passed, or a
-    /// readiness came in that nobody acts on. Not for a readiness that came while this
-    /// holder's own read came back `Pending` in its last drive: a runtime may wake the
+    /// readiness came in that nobody acts on. Not for a readiness that came in while this
+    /// holder's own last read was under way and came back `Pending`: a runtime may wake the
     /// reactor's waker at once from inside a read that it refused for now (tokio's
     /// cooperative budget does, outside its workers), and reading again at once would spin.
     /// That readiness is left flagged, and the unlock hands it on (`Signal::kick`): the
-    /// oldest waiter's task reads when it is polled again.
+    /// oldest waiter's task reads when it is polled again. A readiness that comes in after
+    /// the read returned is acted on at once, as any other.
     fn flagged_for(&self, state: &State) -> bool {
         self.signal.timer_due.load(Ordering::SeqCst)
             || (!state.read_came_back_pending && self.signal.ready_for_anyone())
@@ -1492,7 +1497,9 @@ impl<R: Reactor> Shared<R> {
             let mut buf = [0u8; READ_BUF];
             let len = max.clamp(1, READ_BUF);
             let mut cx = Context::from_waker(&self.read_waker);
+            let before = self.signal.readable.load(Ordering::SeqCst);
             let result = conn.reader.poll_read(&mut cx, &mut buf[..len]);
+            done.woken_during_read = !before && self.signal.readable.load(Ordering::SeqCst);
             done.read = Some((result, buf));
         }
         done
