@@ -45,6 +45,7 @@
 #![cfg(unix)]
 #![doc(test(attr(deny(warnings))))]
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
@@ -201,6 +202,23 @@ enum Read {
     RuntimeGone,
 }
 
+/// Polls `registered` for read readiness outside tokio's cooperative budget.
+///
+/// Once a task's budget is spent, `AsyncFd::poll_read_ready` returns `Pending` and wakes the
+/// waker at once (inside this call, outside tokio's workers), which
+/// [`Reactor::poll_read`](jobserver_io::Reactor::poll_read)
+/// must not do: the driver would read again at once, for ever. The budget is for a task's
+/// own work; this read is the driver's, made once for every task of the process, and it
+/// never loops (a readiness that finds nothing clears itself and registers).
+fn poll_read_ready<'a>(
+    registered: &'a AsyncFd<OwnedFd>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<tokio::io::unix::AsyncFdReadyGuard<'a, OwnedFd>>> {
+    let mut ready =
+        tokio::task::coop::unconstrained(std::future::poll_fn(|cx| registered.poll_read_ready(cx)));
+    std::pin::Pin::new(&mut ready).poll(cx)
+}
+
 /// One read through tokio's readiness for `registered`, reading from `fd` (the same
 /// description).
 fn poll_read_tokio(
@@ -210,7 +228,7 @@ fn poll_read_tokio(
     buf: &mut [u8],
 ) -> Read {
     loop {
-        let mut guard = match registered.poll_read_ready(cx) {
+        let mut guard = match poll_read_ready(registered, cx) {
             Poll::Ready(Ok(guard)) => guard,
             // tokio's only error here: its I/O driver has shut down.
             Poll::Ready(Err(_)) => return Read::RuntimeGone,
@@ -233,7 +251,7 @@ fn poll_read_tokio(
                 // read (tokio keeps any newer event) and register for the next one.
                 guard.clear_ready();
                 drop(guard);
-                let armed = registered.poll_read_ready(cx).is_pending();
+                let armed = poll_read_ready(registered, cx).is_pending();
                 return Read::Done(Poll::Ready(Ok(Filled { len: n, armed })));
             }
             Ok(done) => return Read::Done(Poll::Ready(done.map(Filled::unarmed))),

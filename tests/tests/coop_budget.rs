@@ -1,8 +1,9 @@
-//! A read the runtime refuses for now does not make the driver spin. tokio's cooperative
+//! A read the runtime would refuse for now does not make the driver spin. tokio's cooperative
 //! budget, once spent, makes `AsyncFd::poll_read_ready` return `Pending` and wake the waker at
-//! once (outside its worker threads); the driver must leave that wake-up for later instead of
-//! reading again at once. Before the fix, a non-blocking multi-token try on an empty pool,
-//! made after 128 successful ones inside one poll of `block_on`, never returned.
+//! once (outside its worker threads), which `Reactor::poll_read` must not do: the driver would
+//! read again at once, for ever. The tokio adapter polls the readiness outside the budget.
+//! Without that, a non-blocking multi-token try on an empty pool, made after 128 successful
+//! ones inside one poll of `block_on`, never returned.
 //!
 //! Runs for every driver (only tokio has such a budget; the others must simply pass).
 
