@@ -692,7 +692,15 @@ impl WakeList {
 /// released), so every other granted request is still woken and no token is lost. The
 /// request whose waker panicked keeps its grant; it completes when its task is polled again
 /// or gives the tokens back when its future is dropped.
+#[inline]
 fn wake_all(list: WakeList) {
+    // `push` fills `first` before `rest`: an empty list (most calls) costs one test.
+    if list.first.is_some() {
+        wake_each(list);
+    }
+}
+
+fn wake_each(list: WakeList) {
     for waker in list.first.into_iter().chain(list.rest) {
         wake_catching(waker);
     }
@@ -949,9 +957,6 @@ pub(crate) struct Shared<R: Reactor> {
     /// Woken by the reactor when the jobserver becomes readable: the [`Signal`].
     read_waker: Waker,
     conn: Option<Conn<R>>,
-    /// What waiting requests time themselves from (as nanoseconds in a `u64`, which keeps
-    /// the `Acquire` future small).
-    epoch: Instant,
     /// What the periodic liveness check watches, and what it found (see `crate::liveness`).
     pub(crate) liveness: crate::liveness::Liveness,
 }
@@ -1002,7 +1007,6 @@ impl<R: Reactor> Shared<R> {
             read_waker: Waker::from(signal.clone()),
             signal,
             conn,
-            epoch: Instant::now(),
             liveness: Default::default(),
         });
         // Park the implicit slot with the fast path.
@@ -1758,8 +1762,8 @@ pub struct Acquire<R: Reactor> {
     shared: Option<Arc<Shared<R>>>,
     units: usize,
     id: Option<WaiterId>,
-    /// Set when the request first had to wait (no clock is read on the fast path).
-    /// Nanoseconds after the client's epoch, plus one; 0 until it is pending.
+    /// Set when the request first had to wait (no clock is read on the fast path): the
+    /// monotonic clock in nanoseconds ([`sys::monotonic_ns`]); 0 until it is pending.
     pending_since: u64,
 }
 
@@ -1876,8 +1880,7 @@ impl<R: Reactor> Future for Acquire<R> {
         wake_all(wake);
         let Some(result) = result else {
             if first_wait {
-                let since = shared.epoch.elapsed().as_nanos();
-                this.pending_since = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
+                this.pending_since = sys::monotonic_ns().max(1);
                 crate::liveness::watch(this.shared.as_ref());
             }
             return Poll::Pending;
@@ -1907,12 +1910,9 @@ impl<R: Reactor> Future for Acquire<R> {
 impl<R: Reactor> Acquire<R> {
     /// How long this request has waited, from its first pending poll (zero if it never was).
     fn waited(&self) -> Duration {
-        match (&self.shared, self.pending_since) {
-            (Some(shared), since) if since != 0 => {
-                let since = Duration::from_nanos(since - 1);
-                shared.epoch.elapsed().saturating_sub(since)
-            }
-            _ => Duration::ZERO,
+        match self.pending_since {
+            0 => Duration::ZERO,
+            since => Duration::from_nanos(sys::monotonic_ns().saturating_sub(since)),
         }
     }
 }

@@ -310,7 +310,9 @@ pub(crate) fn watch<R: Reactor>(shared: Option<&Arc<Shared<R>>>) {
     if liveness.probe.get().is_none() || liveness.gone.get().is_some() {
         return;
     }
-    if !liveness.armed.swap(true, Ordering::SeqCst) {
+    // A look before the swap: while a check is armed (nearly always, with requests
+    // waiting), the many requests that go pending share the flag's cache line unwritten.
+    if !liveness.armed.load(Ordering::Relaxed) && !liveness.armed.swap(true, Ordering::SeqCst) {
         schedule(shared);
     }
 }
@@ -354,7 +356,9 @@ fn check<R: Reactor>(shared: &Arc<Shared<R>>) {
         shared.server_gone();
         return;
     }
-    if !liveness.armed.swap(true, Ordering::SeqCst) {
+    // A look before the swap: while a check is armed (nearly always, with requests
+    // waiting), the many requests that go pending share the flag's cache line unwritten.
+    if !liveness.armed.load(Ordering::Relaxed) && !liveness.armed.swap(true, Ordering::SeqCst) {
         schedule(shared);
     }
 }

@@ -568,6 +568,24 @@ fn open_split(path: &Path) -> io::Result<SplitPipe> {
     })
 }
 
+/// Nanoseconds on the monotonic clock (the clock `std::time::Instant` reads), for timing
+/// waits: one clock read, and none of `Instant`'s checked arithmetic on the way to a number.
+///
+/// Through the C library (its vDSO call on Linux), not rustix's own vDSO lookup, which
+/// crashes programs run under valgrind (rustix issue 1559).
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable `timespec`; CLOCK_MONOTONIC is supported on every
+    // platform this crate builds for, and a failure leaves `now` at zero.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 /// One non-blocking read of up to buf.len() bytes; retries EINTR; returns
 /// Ok(0) on EOF, Err(WouldBlock) on EAGAIN.
 ///
