@@ -356,9 +356,7 @@ fn check<R: Reactor>(shared: &Arc<Shared<R>>) {
         shared.server_gone();
         return;
     }
-    // A look before the swap: while a check is armed (nearly always, with requests
-    // waiting), the many requests that go pending share the flag's cache line unwritten.
-    if !liveness.armed.load(Ordering::Relaxed) && !liveness.armed.swap(true, Ordering::SeqCst) {
+    if !liveness.armed.swap(true, Ordering::SeqCst) {
         schedule(shared);
     }
 }

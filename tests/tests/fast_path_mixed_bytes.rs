@@ -1,10 +1,11 @@
 //! The fast path gives back the exact bytes it read when a pool holds bytes of several values
-//! and several threads take and give back tokens at once: its stash keeps no count of the
-//! pool's usual value and counts only the others, so a thread that gives a token back picks
-//! the value to write without knowing which token read what. Threads take one-token (fast)
-//! and two-token (machine) requests, hold several, give them back in random order, and switch
-//! the release policy; at the end the jobserver holds exactly the bytes it started with, and
-//! the client's counters balance.
+//! and several threads take and give back tokens at once: its units are fungible, so a thread
+//! that gives a token back pops some byte from the stash (a count per byte value) without
+//! knowing which token read what, and the bytes that reach the machine (`HandOff`, merges)
+//! must keep their values too. Threads take one-token (fast) and two-token (machine)
+//! requests, hold several, give them back in random order, and switch the release policy; at
+//! the end the jobserver holds exactly the bytes it started with, and the client's counters
+//! balance.
 
 mod fixture;
 
@@ -12,8 +13,7 @@ use fixture::{sorted, Kind, Pool, XorShift};
 use jobserver_io::{ReleasePolicy, Token};
 use jobserver_tests::Driver;
 
-/// Mostly `+`, as make writes, with odd values mixed in (and a value first read that may be
-/// an odd one, depending on which thread reads first).
+/// Mostly `+`, as make writes, with other values mixed in.
 const BYTES: &[u8] = b"a++b+++c++d+++";
 const THREADS: u64 = 4;
 const STEPS: usize = 20_000;
