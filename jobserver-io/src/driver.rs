@@ -882,6 +882,16 @@ impl Signal {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return,
         };
+        // A read under way (its thread released the lock only for the I/O) is as good as
+        // a busy lock: its thread locks again to report it, and then acts on the flag
+        // itself (it reads again, or hands on a readiness that came in while its read came
+        // back empty). Waking a task for it too would be a second wake for one token: a
+        // releaser's own write, reported by the reactor while the releaser reads it back
+        // for the oldest waiter, woke that waiter once for the readiness and once for the
+        // grant.
+        if readable && !self.timer_due.load(Ordering::SeqCst) && state.machine.read_in_flight() {
+            return;
+        }
         let Some(head) = state.machine.oldest_waiter() else {
             return;
         };

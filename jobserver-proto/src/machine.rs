@@ -530,6 +530,12 @@ impl Machine {
         self.read == ReadState::Armed
     }
 
+    /// True while an [`Action::Read`] was handed out and its result is not in yet: whoever
+    /// carries it out reports back, and can act on a readiness that came in meanwhile.
+    pub fn read_in_flight(&self) -> bool {
+        self.read == ReadState::InFlight
+    }
+
     /// True while reading is paused by [`Machine::yield_partial`].
     pub fn is_paused(&self) -> bool {
         self.paused
