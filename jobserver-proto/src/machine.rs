@@ -701,8 +701,9 @@ impl Machine {
     /// The common hand-over under [`ReleasePolicy::HandOff`], without the general settle:
     /// the `units` just released are exactly what is free and exactly what the oldest
     /// request still wants, and it holds nothing yet. It is granted them, as `settle` would
-    /// grant it, and `settle` would then do nothing more: nothing is left free for the next
-    /// request or to write back, and no read is due (a settle never leaves the machine with
+    /// grant it, and `settle` would then do nothing more but grant the requests for zero
+    /// units right behind it: nothing is left free for the next request or to write back,
+    /// and no read is due (a settle never leaves the machine with
     /// demand, an idle read and an open pipe, unpaused; this only lowers the demand). Not
     /// with a closed pipe, where the settle fails the requests it cannot meet. Returns
     /// whether it applied.
@@ -728,6 +729,10 @@ impl Machine {
         let generation = entry.generation;
         self.actions
             .push_back(Action::Grant(WaiterId { slot, generation }));
+        // Requests for zero units right behind it need nothing free: their turn has come.
+        if self.head != NIL && self.entries[self.head as usize].want == 0 {
+            self.grant_from_head();
+        }
         true
     }
 
@@ -1101,7 +1106,16 @@ mod tests {
                     }
                 }
                 match rng.below(7) {
-                    0 | 1 => ids.push(m.acquire(1 + rng.below(2) as usize)),
+                    // Mostly one or two units; now and then zero, which the hand-over must
+                    // not leave waiting behind the request it grants.
+                    0 | 1 => {
+                        let units = match rng.below(8) {
+                            0 => 0,
+                            1..=3 => 2,
+                            _ => 1,
+                        };
+                        ids.push(m.acquire(units));
+                    }
                     2 if !ids.is_empty() => {
                         let id = ids.swap_remove(rng.below(ids.len() as u64) as usize);
                         m.cancel(id);

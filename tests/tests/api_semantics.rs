@@ -20,6 +20,7 @@ jobserver_tests::conformance!(
     try_acquire_up_to_takes_what_is_free,
     acquire_many_is_all_or_nothing_and_first_come_first_served,
     release_policy_decides_whether_a_token_passes_through_the_pipe,
+    a_zero_unit_request_behind_a_hand_over_completes_in_its_turn,
     token_units_count_jobs,
     types_are_thread_safe,
     a_completed_acquire_polled_again_is_a_typed_error,
@@ -218,6 +219,41 @@ fn release_policy_decides_whether_a_token_passes_through_the_pipe<D: Driver>() {
                 }
             }
             drop(implicit);
+            assert_eq!(pool.drain_sorted(), b"x", "{policy:?}");
+        });
+    }
+}
+
+/// `acquire_many(0)` queued behind a waiting `acquire()` completes as soon as that one is
+/// granted, also when the grant is a direct hand-over (`HandOff`), which skips the general
+/// settle: before this was fixed the zero-unit request waited for some later event.
+fn a_zero_unit_request_behind_a_hand_over_completes_in_its_turn<D: Driver>() {
+    for policy in [ReleasePolicy::HandOff, ReleasePolicy::ReturnToPipe] {
+        D::block_on(async {
+            let pool = Pool::<D>::new(Kind::Pipe);
+            let client = pool.client();
+            client.set_release_policy(policy);
+            let implicit = client.acquire().await.expect("implicit slot");
+            pool.put(b"x");
+            let explicit = within("acquire", client.acquire()).await.expect("token");
+            let mut one = client.acquire();
+            assert!(poll_once(&mut one).is_pending());
+            let mut zero = client.acquire_many(0);
+            assert!(
+                poll_once(&mut zero).is_pending(),
+                "{policy:?}: waits its turn"
+            );
+
+            drop(explicit);
+            let one = poll_until_ready("the waiting acquire()", &mut one)
+                .await
+                .expect("token");
+            // Nothing else happens: the zero-unit request's turn came with that grant.
+            let zero = ready(poll_once(&mut zero), "acquire_many(0) after its turn came")
+                .expect("a token of zero units");
+            assert_eq!((one.units(), zero.units()), (1, 0), "{policy:?}");
+            assert_eq!(client.stats().waiting, 0, "{policy:?}");
+            drop((one, zero, implicit));
             assert_eq!(pool.drain_sorted(), b"x", "{policy:?}");
         });
     }
