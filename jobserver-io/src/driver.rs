@@ -1218,17 +1218,28 @@ impl<R: Reactor> Shared<R> {
         }
     }
 
+    /// Whether [`Shared::check_partial`] has nothing to do, apart from a deadline that
+    /// passed (`timer_due`, which the caller looks at): no partial grant is held, nobody is
+    /// backing off, and no hold is being timed.
+    #[inline]
+    fn partial_idle(&self, state: &State) -> bool {
+        state.machine.partial_bytes() == 0
+            && !state.machine.is_paused()
+            && state.hold.since.is_none()
+            && state.hold.backoff_until.is_none()
+    }
+
     /// Applies the rule of [`PartialHold`], under the lock. Reads the clock only while the
     /// oldest request holds a partial grant, is backing off, or a deadline passed.
     fn check_partial(&self, state: &mut State) {
         let due = self.signal.timer_due.load(Ordering::Relaxed)
             && self.signal.timer_due.swap(false, Ordering::SeqCst);
+        if !due && self.partial_idle(state) {
+            return;
+        }
         let partial = state.machine.partial_bytes() > 0;
         let paused = state.machine.is_paused();
         let hold = &mut state.hold;
-        if !due && !partial && !paused && hold.since.is_none() && hold.backoff_until.is_none() {
-            return;
-        }
         let now = Instant::now();
         let head = state.machine.oldest_waiter();
         if hold.head != head {
@@ -1368,8 +1379,22 @@ impl<R: Reactor> Shared<R> {
         mut state: Guard<'a>,
         wake: &mut WakeList,
     ) -> (Guard<'a>, Option<io::Error>) {
-        let mut first_write_error = None;
         state.read_came_back_pending = false;
+        // The usual case after a request joins the queue or a grant is collected: nothing
+        // to carry out, nothing flagged, no partial grant to time. The loop below would only
+        // bring the fast path's flags in line, so that is all this does, unless that brings
+        // actions (parking the implicit slot grants a request of the machine's own, whose
+        // action the loop drains at once, before its slot can be reused).
+        if !state.machine.has_actions() && !self.signal.flagged() && self.partial_idle(&state) {
+            self.sync_fast(&mut state);
+            if !state.machine.has_actions() {
+                let waiting = state.machine.waiting();
+                let m = &mut state.metrics;
+                m.peak_waiting = m.peak_waiting.max(waiting);
+                return (state, None);
+            }
+        }
+        let mut first_write_error = None;
         loop {
             if !state.read_came_back_pending
                 && self.signal.ready_for_anyone()
@@ -1425,6 +1450,7 @@ impl<R: Reactor> Shared<R> {
                 if self.flagged_for(&state) {
                     continue;
                 }
+                debug_assert!(!state.machine.has_actions(), "drive left actions behind");
                 return (state, first_write_error);
             }
             drop(state);
