@@ -1380,13 +1380,18 @@ impl<R: Reactor> Shared<R> {
         wake: &mut WakeList,
     ) -> (Guard<'a>, Option<io::Error>) {
         state.read_came_back_pending = false;
-        // The usual case after a request joins the queue or a grant is collected: nothing
-        // to carry out, nothing flagged, no partial grant to time. The loop below would only
-        // bring the fast path's flags in line, so that is all this does, unless that brings
-        // actions (parking the implicit slot grants a request of the machine's own, whose
-        // action the loop drains at once, before its slot can be reused).
-        if !state.machine.has_actions() && !self.signal.flagged() && self.partial_idle(&state) {
+        // The usual cases: a request joined the queue or a grant was collected (no action),
+        // or a release was handed over (grants only); nothing is flagged and no partial grant
+        // is timed. The loop below would bring the fast path's flags in line and hand out
+        // the grants, in that order, and that is all this does. A read or write left (or
+        // brought by the sync: parking the implicit slot grants a request of the machine's
+        // own, drained here in the same lock hold, before its slot can be reused) goes to
+        // the loop, in order.
+        if !self.signal.flagged() && self.partial_idle(&state) {
             self.sync_fast(&mut state);
+            while let Some(action) = state.machine.poll_completion() {
+                self.complete(&mut state, action, wake);
+            }
             if !state.machine.has_actions() {
                 let waiting = state.machine.waiting();
                 let m = &mut state.metrics;
@@ -1412,19 +1417,7 @@ impl<R: Reactor> Shared<R> {
                 match action {
                     Action::Read { max } => read = Some(max),
                     Action::Write(byte) => writes.push(byte),
-                    Action::Grant(id) | Action::Fail(id, _) => {
-                        if matches!(action, Action::Grant(_)) {
-                            self.post(&state, id);
-                        }
-                        if let Some(waker) = state.wakers.get_mut(id.index()).and_then(Option::take)
-                        {
-                            // Woken for a readiness already, and not polled since: its task
-                            // polls anyway and collects the grant.
-                            if !self.signal.is_woken(id) {
-                                wake.push(waker);
-                            }
-                        }
-                    }
+                    Action::Grant(_) | Action::Fail(..) => self.complete(&mut state, action, wake),
                 }
                 if read.is_none()
                     && !read_for_waiters
@@ -1480,6 +1473,25 @@ impl<R: Reactor> Shared<R> {
                         state.read_came_back_pending = done.woken_during_read;
                     }
                 }
+            }
+        }
+    }
+
+    /// Hands out a grant or failure of the machine, under the lock: a grant goes to the
+    /// [`Mail`], and the request's waker to `wake`.
+    #[inline]
+    fn complete(&self, state: &mut State, action: Action, wake: &mut WakeList) {
+        let (Action::Grant(id) | Action::Fail(id, _)) = action else {
+            return;
+        };
+        if matches!(action, Action::Grant(_)) {
+            self.post(state, id);
+        }
+        if let Some(waker) = state.wakers.get_mut(id.index()).and_then(Option::take) {
+            // Woken for a readiness already, and not polled since: its task polls anyway
+            // and collects the grant.
+            if !self.signal.is_woken(id) {
+                wake.push(waker);
             }
         }
     }

@@ -901,6 +901,19 @@ impl Machine {
         self.actions.pop_front()
     }
 
+    /// Like [`Machine::poll_action`], but only while the next action completes a request
+    /// ([`Action::Grant`] or [`Action::Fail`], which need no I/O): at the first
+    /// [`Action::Read`] or [`Action::Write`] it returns `None` and leaves that action, and
+    /// those after it, to `poll_action`. For an adapter whose usual input ends in grants
+    /// only: it hands those out without its I/O loop.
+    #[inline]
+    pub fn poll_completion(&mut self) -> Option<Action> {
+        match self.actions.front()? {
+            Action::Grant(_) | Action::Fail(..) => self.actions.pop_front(),
+            Action::Read { .. } | Action::Write(_) => None,
+        }
+    }
+
     // ----- internals -----
 
     fn close(&mut self, failure: Failure) {
