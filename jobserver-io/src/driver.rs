@@ -1383,10 +1383,14 @@ impl<R: Reactor> Shared<R> {
         // The usual cases: a request joined the queue or a grant was collected (no action),
         // or a release was handed over (grants only); nothing is flagged and no partial grant
         // is timed. The loop below would bring the fast path's flags in line and hand out
-        // the grants, in that order, and that is all this does. A read or write left (or
+        // the grants, in that order, and that is what this does. A read or write left (or
         // brought by the sync: parking the implicit slot grants a request of the machine's
         // own, drained here in the same lock hold, before its slot can be reused) goes to
-        // the loop, in order.
+        // the loop, in order. Unlike the loop, this does not look at the flags again before
+        // it returns; no flag set meanwhile is lost: the unlock looks at them whenever a
+        // read is armed (`Guard::drop`), a read in flight has its reader look when it
+        // reports, no timer is armed while no partial grant is timed, and a pending
+        // `Acquire` looks again after it stored its waker.
         if !self.signal.flagged() && self.partial_idle(&state) {
             self.sync_fast(&mut state);
             while let Some(action) = state.machine.poll_completion() {

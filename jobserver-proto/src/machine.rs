@@ -594,6 +594,10 @@ impl Machine {
         // due; the last settle already asked for one whenever it could be (a queued head
         // means demand), and looking again costs four comparisons.
         let behind = self.head != NIL && self.unwritten.is_empty();
+        debug_assert!(
+            !behind || self.head_waits(),
+            "acquire behind an unsettled head"
+        );
         let id = self.enqueue(units);
         if behind {
             self.read_if_due();
@@ -638,6 +642,7 @@ impl Machine {
                 self.dequeue(slot);
                 self.free(slot);
                 if quiet && (!was_head || self.head_is_blocked()) {
+                    debug_assert!(self.head == NIL || self.head_waits(), "unsettled head");
                     self.read_if_due();
                 } else {
                     self.settle(true);
@@ -943,9 +948,21 @@ impl Machine {
     }
 
     /// True when a settle could give the oldest request nothing now: there is none, or it
-    /// wants some units and none is available.
+    /// wants some units and none is available. (With a closed pipe a settle would fail it
+    /// instead, but no request is queued then: the settle that saw the pipe close failed
+    /// them all.)
     fn head_is_blocked(&self) -> bool {
         self.head == NIL || (self.available() == 0 && self.entries[self.head as usize].want > 0)
+    }
+
+    /// True when the oldest request cannot be granted from what is available, as every
+    /// settle leaves it: it still needs some units, and fewer than that are free (a settle
+    /// promises what is free to it, or holds back while paused or without a pipe). The
+    /// shortcuts that skip the settle rely on it; debug builds check it there.
+    fn head_waits(&self) -> bool {
+        let entry = &self.entries[self.head as usize];
+        let need = entry.want.saturating_sub(entry.got);
+        need > 0 && self.available() < need
     }
 
     /// Asks for a read when there is demand, the pipe is open, no read is under way or
@@ -1208,41 +1225,61 @@ mod tests {
         assert!(shortcuts > 100, "the shortcut was taken {shortcuts} times");
     }
 
-    /// `acquire` behind a queued request, which only looks whether a read is due, and
-    /// `cancel` of a request promised nothing, which settles only when its removal unblocks
-    /// a new head, leave the machine exactly as the general settle does (every field
-    /// compared). The sequences mix
-    /// every input: both policies, requests of 0-3 units (and absurd ones), cancels,
-    /// releases, adopted bytes, partial takes, reads, would-blocks, write errors and their
-    /// retries, the partial-grant yield and resume, end-of-file and a server gone. After
-    /// every input, a settle would change nothing.
+    /// The three shortcuts leave the machine exactly as the general path does (every field
+    /// compared): `acquire` behind a queued request, which only looks whether a read is
+    /// due; `cancel` of a request promised nothing, which settles only when its removal
+    /// unblocks a new head; and `release`, with the hand-over under `HandOff`. After every
+    /// input, a settle would change nothing (but for bytes whose write failed, which wait
+    /// for the next input by design).
+    ///
+    /// The sequences mix both policies; machines with the implicit slot, without it (and
+    /// given it later), and without a pipe; requests of 0-3 units and absurd ones; cancels,
+    /// releases, adopted bytes and partial takes; reads answered at once, drained, refused
+    /// (would-block) or left in flight across later inputs; write errors reported at once or
+    /// after later inputs, retries and abandons; the partial-grant yield and resume; and
+    /// end-of-file, a server gone or a read error near the end.
     #[test]
-    fn acquire_and_cancel_shortcuts_are_the_settle_they_replace() {
-        let mut behind = 0;
+    fn shortcuts_are_the_general_path_they_replace() {
+        let (mut behind, mut cancel_other, mut cancel_head, mut handed_over) = (0, 0, 0, 0);
         for seed in 1..=400u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let mut m = if seed % 5 == 0 {
-                Machine::implicit_only()
-            } else {
-                Machine::new()
+            let mut m = match seed % 5 {
+                0 => Machine::implicit_only(),
+                1 => Machine::new().without_implicit_slot(),
+                _ => Machine::new(),
             };
             let mut ids = Vec::new();
             let mut permits: Vec<Permit> = Vec::new();
+            // A read handed out and not answered yet, and writes not reported yet.
+            let mut read_in_flight = false;
+            let mut unreported: Vec<u8> = Vec::new();
             for step in 0..300 {
                 while let Some(action) = m.poll_action() {
                     match action {
-                        Action::Read { .. } => match rng.below(4) {
-                            0 => m.handle_would_block(),
-                            _ => {
-                                let n = 1 + rng.below(3) as usize;
-                                m.handle_read(&b"+a+"[..n]);
-                            }
-                        },
-                        Action::Write(byte) if rng.below(6) == 0 => m.handle_write_error(byte),
+                        Action::Read { .. } => read_in_flight = true,
+                        Action::Write(byte) => unreported.push(byte),
                         _ => {}
                     }
                 }
-                match rng.below(16) {
+                // Answer the read now, or leave it in flight for a later step.
+                if read_in_flight && rng.below(4) != 0 {
+                    read_in_flight = false;
+                    let n = 1 + rng.below(3) as usize;
+                    match rng.below(5) {
+                        0 => m.handle_would_block(),
+                        1 => m.handle_read_drained(&b"+a+"[..n]),
+                        _ => m.handle_read(&b"+a+"[..n]),
+                    }
+                }
+                // Report the writes now, or some of them after later inputs.
+                if rng.below(3) != 0 {
+                    for byte in std::mem::take(&mut unreported) {
+                        if rng.below(6) == 0 {
+                            m.handle_write_error(byte);
+                        }
+                    }
+                }
+                match rng.below(18) {
                     0..=4 => {
                         let units = match rng.below(20) {
                             0 => usize::MAX,
@@ -1263,8 +1300,16 @@ mod tests {
                         let mut general = m.clone();
                         if let Some(slot) = general.live(id) {
                             if general.entries[slot as usize].state == State::Queued {
+                                let quiet = general.entries[slot as usize].got == 0
+                                    && general.unwritten.is_empty();
+                                let was_head = slot == general.head;
                                 general.dequeue(slot);
                                 general.free(slot);
+                                if quiet && !was_head {
+                                    cancel_other += 1;
+                                } else if quiet && general.head_is_blocked() {
+                                    cancel_head += 1;
+                                }
                                 general.settle(true);
                             } else {
                                 general.cancel(id);
@@ -1274,8 +1319,17 @@ mod tests {
                         assert_eq!(format!("{m:?}"), format!("{general:?}"), "seed {seed}");
                     }
                     6 | 7 if !permits.is_empty() => {
-                        let i = rng.below(permits.len() as u64) as usize;
-                        m.release(permits.swap_remove(i));
+                        let permit = permits.swap_remove(rng.below(permits.len() as u64) as usize);
+                        let mut general = m.clone();
+                        general.running = general.running.saturating_sub(permit.units);
+                        general.settle(true);
+                        let mut probe = m.clone();
+                        probe.running = probe.running.saturating_sub(permit.units);
+                        if probe.hand_over(permit.units) {
+                            handed_over += 1;
+                        }
+                        m.release(permit);
+                        assert_eq!(format!("{m:?}"), format!("{general:?}"), "seed {seed}");
                     }
                     8 => m.handle_readable(),
                     9 => permits.push(m.adopt(b'+')),
@@ -1295,17 +1349,19 @@ mod tests {
                         ReleasePolicy::ReturnToPipe
                     }),
                     14 => m.retry_writes(),
-                    15 if step > 250 && rng.below(8) == 0 => {
-                        if rng.below(2) == 0 {
-                            m.handle_eof();
-                        } else {
-                            m.handle_server_gone();
+                    15 if rng.below(4) == 0 => {
+                        m.abandon_unwritten();
+                    }
+                    16 => m.add_implicit_slot(),
+                    17 if step > 250 && rng.below(8) == 0 && !read_in_flight => {
+                        match rng.below(3) {
+                            0 => m.handle_eof(),
+                            1 => m.handle_server_gone(),
+                            _ => m.handle_read_error(ErrorKind::Other),
                         }
                     }
                     _ => {}
                 }
-                // Every input leaves the machine settled (a settle changes nothing), but for
-                // bytes whose write failed, which wait for the next input by design.
                 if m.unwritten.is_empty() {
                     let mut settled = m.clone();
                     settled.settle(false);
@@ -1324,6 +1380,13 @@ mod tests {
                 }
             }
         }
-        assert!(behind > 5_000, "the shortcut was taken {behind} times");
+        // Each shortcut is taken often enough to matter.
+        assert!(behind > 5_000, "acquire behind a head: {behind}");
+        assert!(
+            cancel_other > 300,
+            "cancel of a request behind the head: {cancel_other}"
+        );
+        assert!(cancel_head > 300, "cancel of a blocked head: {cancel_head}");
+        assert!(handed_over > 300, "hand-over: {handed_over}");
     }
 }
