@@ -1158,6 +1158,33 @@ mod tests {
         }
     }
 
+    /// Releases `permit` and checks that the machine ends exactly as the general settle
+    /// leaves it (every field compared); returns whether the hand-over shortcut applied.
+    fn release_checked(m: &mut Machine, permit: Permit, seed: u64) -> bool {
+        let mut general = m.clone();
+        general.running = general.running.saturating_sub(permit.units);
+        general.settle(true);
+        let mut probe = m.clone();
+        probe.running = probe.running.saturating_sub(permit.units);
+        let handed_over = probe.hand_over(permit.units);
+        m.release(permit);
+        assert_eq!(format!("{m:?}"), format!("{general:?}"), "seed {seed}");
+        handed_over
+    }
+
+    /// Collects the outcome of every request in `ids`: granted permits move to `permits`,
+    /// failed requests are dropped, pending ones stay.
+    fn collect(m: &mut Machine, ids: &mut Vec<WaiterId>, permits: &mut Vec<Permit>) {
+        ids.retain(|&id| match m.take_outcome(id) {
+            Outcome::Granted(permit) => {
+                permits.push(permit);
+                false
+            }
+            Outcome::Pending => true,
+            _ => false,
+        });
+    }
+
     /// `release` with the hand-over shortcut leaves the machine exactly as the general
     /// settle does (every field compared), over random sequences of requests, releases,
     /// cancels, reads, would-blocks and policy switches; and the shortcut is taken.
@@ -1198,28 +1225,14 @@ mod tests {
                     }
                     3 | 4 if !permits.is_empty() => {
                         let permit = permits.swap_remove(rng.below(permits.len() as u64) as usize);
-                        let mut general = m.clone();
-                        general.running = general.running.saturating_sub(permit.units);
-                        general.settle(true);
-                        let mut probe = m.clone();
-                        probe.running = probe.running.saturating_sub(permit.units);
-                        if probe.hand_over(permit.units) {
+                        if release_checked(&mut m, permit, seed) {
                             shortcuts += 1;
                         }
-                        m.release(permit);
-                        assert_eq!(format!("{m:?}"), format!("{general:?}"), "seed {seed}");
                     }
                     5 => m.handle_readable(),
                     _ => {}
                 }
-                ids.retain(|&id| match m.take_outcome(id) {
-                    Outcome::Granted(permit) => {
-                        permits.push(permit);
-                        false
-                    }
-                    Outcome::Pending => true,
-                    _ => false,
-                });
+                collect(&mut m, &mut ids, &mut permits);
             }
         }
         assert!(shortcuts > 100, "the shortcut was taken {shortcuts} times");
@@ -1320,16 +1333,9 @@ mod tests {
                     }
                     6 | 7 if !permits.is_empty() => {
                         let permit = permits.swap_remove(rng.below(permits.len() as u64) as usize);
-                        let mut general = m.clone();
-                        general.running = general.running.saturating_sub(permit.units);
-                        general.settle(true);
-                        let mut probe = m.clone();
-                        probe.running = probe.running.saturating_sub(permit.units);
-                        if probe.hand_over(permit.units) {
+                        if release_checked(&mut m, permit, seed) {
                             handed_over += 1;
                         }
-                        m.release(permit);
-                        assert_eq!(format!("{m:?}"), format!("{general:?}"), "seed {seed}");
                     }
                     8 => m.handle_readable(),
                     9 => permits.push(m.adopt(b'+')),
@@ -1369,14 +1375,7 @@ mod tests {
                 }
                 // Collected at random moments, so that queues grow.
                 if rng.below(3) == 0 {
-                    ids.retain(|&id| match m.take_outcome(id) {
-                        Outcome::Granted(permit) => {
-                            permits.push(permit);
-                            false
-                        }
-                        Outcome::Pending => true,
-                        _ => false,
-                    });
+                    collect(&mut m, &mut ids, &mut permits);
                 }
             }
         }
