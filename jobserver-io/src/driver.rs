@@ -1374,6 +1374,7 @@ impl<R: Reactor> Shared<R> {
     /// Carries out every action of the machine until it has none, with the lock released
     /// for the I/O; returns with the lock held again, and the first error of a token
     /// written back. Wakers of granted and failed requests go to `wake`.
+    #[inline]
     fn drive<'a>(
         &'a self,
         mut state: Guard<'a>,
@@ -1403,6 +1404,18 @@ impl<R: Reactor> Shared<R> {
                 return (state, None);
             }
         }
+        self.drive_loop(state, wake)
+    }
+
+    /// The general half of [`Shared::drive`]: every action in order, the I/O with the lock
+    /// released, and the flags looked at again before it returns. Kept out of line, so that
+    /// the usual calls, which end in `drive`'s first half, do not pay for its frame.
+    #[inline(never)]
+    fn drive_loop<'a>(
+        &'a self,
+        mut state: Guard<'a>,
+        wake: &mut WakeList,
+    ) -> (Guard<'a>, Option<io::Error>) {
         let mut first_write_error = None;
         loop {
             if !state.read_came_back_pending
@@ -1877,6 +1890,7 @@ impl<R: Reactor> Future for Acquire<R> {
         // A request polled again has changed nothing the machine would act on: unless a flag
         // asks for it, its outcome is looked at first, without driving the machine.
         let mut drive = true;
+        let mut pending = false;
         let id = match this.id {
             Some(id) => {
                 // This task is being polled: a grant made while it drives the machine below
@@ -1890,6 +1904,22 @@ impl<R: Reactor> Future for Acquire<R> {
                 shared.reclaim(&mut state);
                 let id = state.machine.acquire(this.units);
                 this.id = Some(id);
+                // The usual new request, queued behind others: the machine has no action
+                // (so no grant or failure for it: it is pending), and no flag or partial
+                // hold asks for anything. Driving would only sync the fast path's flags,
+                // which `reclaim` already did (`SLOW` is set, and a queued request moves
+                // no unit), so it is skipped, and so is collecting a pending outcome.
+                if !state.machine.has_actions()
+                    && !shared.signal.flagged()
+                    && shared.partial_idle(&state)
+                {
+                    debug_assert!(!state.machine.is_granted(id));
+                    let waiting = state.machine.waiting();
+                    let m = &mut state.metrics;
+                    m.peak_waiting = m.peak_waiting.max(waiting);
+                    drive = false;
+                    pending = true;
+                }
                 id
             }
         };
@@ -1899,7 +1929,12 @@ impl<R: Reactor> Future for Acquire<R> {
                 state = driven;
             }
             drive = true;
-            let result = shared.collect(&mut state, id);
+            let result = if pending {
+                pending = false;
+                None
+            } else {
+                shared.collect(&mut state, id)
+            };
             if result.is_some() {
                 break result;
             }
@@ -1971,15 +2006,31 @@ impl<R: Reactor> Acquire<R> {
 
 impl<R: Reactor> Drop for Acquire<R> {
     fn drop(&mut self) {
-        if let (Some(id), Some(shared)) = (self.id.take(), &self.shared) {
-            shared.with(|state| {
-                state.clear_waker(id);
-                shared.signal.forget(id);
-                // Granted but not collected: cancelling gives the units back as if released.
-                shared.signal.mail.unmark(id);
-                state.machine.cancel(id);
-            });
+        let (Some(id), Some(shared)) = (self.id.take(), &self.shared) else {
+            return;
+        };
+        let mut state = shared.lock();
+        state.clear_waker(id);
+        shared.signal.forget(id);
+        // Granted but not collected: cancelling gives the units back as if released.
+        shared.signal.mail.unmark(id);
+        let units = state.machine.units_in_use();
+        state.machine.cancel(id);
+        // The usual cancel, of a request queued behind others or before them: nothing to
+        // hand out or carry out, no flag or partial hold to act on, and the fast path's
+        // flags still right (requests still wait, so `SLOW` stays; no unit moved).
+        if !state.machine.has_actions()
+            && state.machine.has_waiters()
+            && state.machine.units_in_use() == units
+            && !shared.signal.flagged()
+            && shared.partial_idle(&state)
+        {
+            return;
         }
+        let mut wake = WakeList::new();
+        let (state, _) = shared.drive(state, &mut wake);
+        drop(state);
+        wake_all(wake);
     }
 }
 
