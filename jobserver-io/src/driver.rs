@@ -1337,6 +1337,27 @@ impl<R: Reactor> Shared<R> {
         }
     }
 
+    /// Debug builds: checks that the fast path's flags and published units are what
+    /// [`Shared::sync_fast`] would make them, where a shortcut skips the drive on that
+    /// premise.
+    #[cfg(debug_assertions)]
+    fn assert_synced(&self, state: &mut State) {
+        let flags = |w: u64| w & (PARKED | SLOW);
+        let word = self.fast.load(Ordering::Acquire);
+        let units = self.machine_units.load(Ordering::Acquire);
+        self.sync_fast(state);
+        debug_assert_eq!(
+            flags(word),
+            flags(self.fast.load(Ordering::Acquire)),
+            "fast flags"
+        );
+        debug_assert_eq!(
+            units,
+            self.machine_units.load(Ordering::Acquire),
+            "machine units"
+        );
+    }
+
     /// Moves one fast unit into the machine's accounting, as a permit of one unit: the last
     /// fast unit carries the implicit slot (un-parked), any other a stashed byte (adopted).
     /// Under the lock.
@@ -1914,6 +1935,8 @@ impl<R: Reactor> Future for Acquire<R> {
                     && shared.partial_idle(&state)
                 {
                     debug_assert!(!state.machine.is_granted(id));
+                    #[cfg(debug_assertions)]
+                    shared.assert_synced(&mut state);
                     let waiting = state.machine.waiting();
                     let m = &mut state.metrics;
                     m.peak_waiting = m.peak_waiting.max(waiting);
@@ -2025,6 +2048,8 @@ impl<R: Reactor> Drop for Acquire<R> {
             && !shared.signal.flagged()
             && shared.partial_idle(&state)
         {
+            #[cfg(debug_assertions)]
+            shared.assert_synced(&mut state);
             return;
         }
         let mut wake = WakeList::new();
