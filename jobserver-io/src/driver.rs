@@ -1923,14 +1923,17 @@ impl<R: Reactor> Future for Acquire<R> {
             }
             None => {
                 shared.reclaim(&mut state);
+                let units = state.machine.units_in_use();
                 let id = state.machine.acquire(this.units);
                 this.id = Some(id);
                 // The usual new request, queued behind others: the machine has no action
-                // (so no grant or failure for it: it is pending), and no flag or partial
-                // hold asks for anything. Driving would only sync the fast path's flags,
-                // which `reclaim` already did (`SLOW` is set, and a queued request moves
-                // no unit), so it is skipped, and so is collecting a pending outcome.
+                // (so no grant or failure for it: it is pending), no unit was promised to
+                // it (a new oldest request can be promised the free implicit slot), and no
+                // flag or partial hold asks for anything. Driving would only sync the fast
+                // path's flags, which `reclaim` already did (`SLOW` is set), so it is
+                // skipped, and so is collecting a pending outcome.
                 if !state.machine.has_actions()
+                    && state.machine.units_in_use() == units
                     && !shared.signal.flagged()
                     && shared.partial_idle(&state)
                 {
